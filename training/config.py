@@ -1,0 +1,121 @@
+"""The training configuration: one typed object, every field documented.
+
+The command line is generated from these fields (``training.cli``), and the resolved values
+are logged and stored in every checkpoint and artifact, so a run can always be explained and
+repeated.
+"""
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+import models
+from training.datasets import DATASETS
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Learning rates that work for each optimizer when --lr is not given.
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
+
+
+def option(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
+    """A dataclass field carrying its command-line help (and choices) as metadata."""
+    meta = {"help": help, "choices": choices, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    dataset: str = option("fashion-mnist", "dataset to train on", DATASETS)
+    data_dir: str | None = option(
+        None, "data directory (default: Debian's /usr/share/datasets/fashion-mnist, then ./data)"
+    )
+    download: bool = option(False, "let torchvision download the dataset when it is missing")
+    val_fraction: float = option(0.1, "share of the training set held out for validation (seeded)")
+    test_fraction: float = option(0.1, "imagefolder without test/: share of train/ held out as test")
+    image_size: int = option(32, "imagefolder: side length images are resized to")
+    channels: int = option(3, "imagefolder: 1 (grayscale) or 3 (RGB)", (1, 3))
+    augment: str = option(
+        "auto", "batch augmentation; auto = crop-flip, but crop only for digits (mnist)", AUGMENTATIONS
+    )
+    # --- model
+    model: str = option("wide_cnn", "architecture name from the models registry")
+    model_kwargs: dict = option({}, "JSON object of architecture keyword arguments, e.g. '{\"width\": 48}'")
+    pretrained_weights: str | None = option(None, "local state_dict file to start from (no downloads)")
+    freeze_backbone: bool = option(False, "train the classifier head only (transfer learning)")
+    # --- optimisation
+    epochs: int = option(15, "number of epochs")
+    batch_size: int = option(256, "batch size (per process under torchrun)")
+    optimizer: str = option("sgd", "optimizer name", OPTIMIZERS)
+    lr: float | None = option(None, "peak learning rate (default depends on --optimizer)")
+    momentum: float = option(0.9, "sgd/rmsprop momentum")
+    nesterov: bool = option(True, "sgd: Nesterov momentum")
+    weight_decay: float = option(5e-4, "weight decay (decoupled for adamw)")
+    betas: list = option([0.9, 0.999], "adam/adamw betas", nargs=2, type=float)
+    scheduler: str = option("onecycle", "learning-rate schedule", SCHEDULERS)
+    warmup_epochs: float = option(1.0, "cosine: linear warm-up length in epochs")
+    step_size: int = option(5, "step: epochs between decays")
+    gamma: float = option(0.1, "step: decay factor")
+    label_smoothing: float = option(0.1, "CrossEntropyLoss label smoothing")
+    # --- early stopping and selection (on validation accuracy)
+    patience: int | None = option(None, "stop after this many epochs without improvement")
+    min_delta: float = option(0.0, "smallest validation-accuracy gain that counts as improvement")
+    # --- runtime
+    device: str = option("auto", "auto = cuda when available, else cpu", DEVICES)
+    precision: str = option(
+        "auto", "auto = bf16 autocast on CPUs with bf16 units, fp16 on older GPUs", PRECISIONS
+    )
+    threads: int | None = option(None, "torch intra-op threads (default: torch's own choice)")
+    seed: int = option(0, "seed for splits, shuffling, augmentation and initialisation")
+    # --- outputs
+    runs_dir: str = option("runs", "where run directories (checkpoints, TensorBoard) go")
+    run_name: str | None = option(None, "run directory name (default: <name>-<UTC timestamp>)")
+    registry: str = option("registry", "model registry directory to publish to")
+    name: str | None = option(None, "model name in the registry (default: the dataset name)")
+    resume: str | None = option(None, "checkpoint (last.pt) to resume exactly from")
+    promote: bool = option(False, "point production at the published version")
+    publish: bool = option(True, "publish the best checkpoint to the registry at the end")
+    wandb: bool = option(False, "also log to Weights & Biases (needs `pip install wandb`)")
+    progress: bool = option(True, "show a progress bar on interactive terminals")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(
+                    f"Invalid {f.name} {value!r}. Valid choices: {', '.join(map(str, choices))}."
+                )
+        models.get_architecture(self.model)  # unknown names fail now, listing the valid ones
+        if isinstance(self.model_kwargs, str):
+            self.model_kwargs = json.loads(self.model_kwargs)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+
+    @property
+    def model_name(self) -> str:
+        return self.name or self.dataset
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only: this goes into checkpoints loaded with ``weights_only=True``."""
+        return {**asdict(self), "lr": self.resolved_lr, "name": self.model_name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

@@ -1,0 +1,124 @@
+"""The train and evaluation loops, importable by the CLI, the scheduled job and torchrun.
+
+Batches arrive as uint8 ``(N, C, H, W)``; each loop moves them to the device, normalises them
+with the artifact's own :class:`~training.preprocess.EvalTransform`, and runs under autocast
+when a lower precision is configured.
+"""
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from training.loader import BatchLoader
+from training.preprocess import EvalTransform
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors run: device, autocast dtype (None = fp32), memory format."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def prepare(self, images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
+        x = transform(images.to(self.device, non_blocking=True))  # (N, C, H, W) float32
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def _sum_across_ranks(*values: float) -> list[float]:
+    """Sum per-rank totals over all processes (a no-op without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: BatchLoader,
+    *,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    transform: EvalTransform,
+    runtime: Runtime,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: bool = False,
+    description: str = "train",
+    on_step: Callable[[float], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` in ``train()`` mode; returns mean loss, accuracy and samples/s."""
+    model.train()
+    loss_sum = correct = count = 0.0
+    started = time.perf_counter()
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, docker logs)
+    bar = tqdm(loader, desc=description, disable=None if progress else True, leave=False, dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar):
+        x = runtime.prepare(images, transform)
+        y = labels.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = model(x)  # (N, num_classes)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        batch_loss = loss.item()
+        if not math.isfinite(batch_loss):
+            raise FloatingPointError(f"loss became {batch_loss} at step {step}: lower the learning rate")
+        loss_sum += batch_loss * len(y)
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        count += len(y)
+        if on_step is not None:
+            on_step(batch_loss)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{batch_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    seconds = time.perf_counter() - started
+    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
+    return {"loss": loss_sum / count, "accuracy": correct / count,
+            "samples_per_s": count / seconds if seconds else 0.0}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    *,
+    criterion: nn.Module,
+    transform: EvalTransform,
+    runtime: Runtime,
+) -> dict[str, float]:
+    """Mean loss and accuracy over the whole split (summed over ranks) in ``eval()`` mode."""
+    model.eval()
+    loss_sum = correct = count = 0.0
+    for images, labels in loader:
+        x = runtime.prepare(images, transform)
+        y = labels.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = model(x)
+        loss_sum += criterion(logits.float(), y).item() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        count += len(y)
+    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "samples": count}

@@ -1,0 +1,191 @@
+"""``main(cfg)``: train, keep resumable checkpoints, pick the best epoch, test it, publish it."""
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import models
+from models.backbones import load_pretrained
+from training import registry
+from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
+from training.config import TrainConfig
+from training.data import DataSplits, build_augment, load_data
+from training.engine import Runtime, evaluate, train_one_epoch
+from training.loader import BatchLoader
+from training.metrics_log import MetricsLogger
+from training.optim import build_optimizer, build_scheduler, trainable_parameters
+from training.preprocess import EvalTransform
+from training.runtime import resolve_runtime
+from training.storage import safe_torch_load
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_accuracy: float
+    test_metrics: dict[str, float]
+    version: str | None
+    epochs_run: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, data: DataSplits) -> nn.Module:
+    spec = data.input_spec
+    model = models.build_model(cfg.model, num_classes=len(data.classes), in_channels=spec.channels,
+                               image_size=spec.size, **cfg.model_kwargs)
+    if cfg.pretrained_weights:
+        load_pretrained(model, safe_torch_load(Path(cfg.pretrained_weights)))
+    return model
+
+
+def _is_conv_net(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    if cfg.resume:
+        return Path(cfg.resume).resolve().parent.parent  # <run>/checkpoints/last.pt
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(cfg.runs_dir) / (cfg.run_name or f"{cfg.model_name}-{stamp}")
+
+
+def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> TrainResult:
+    """Run one training job end to end. ``wrap`` (DDP) wraps the model for the train loop only;
+    rank 0 alone writes checkpoints, logs and the artifact."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    is_main = rank == 0
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    runtime: Runtime = resolve_runtime(device=cfg.device, precision=cfg.precision,
+                                       channels_last=_is_conv_net(model))
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last
+                     else torch.contiguous_format)
+    arch = models.get_architecture(cfg.model)
+    params = trainable_parameters(model, head=arch.head, freeze_backbone=cfg.freeze_backbone,
+                                  arch_name=cfg.model)
+    train_model = wrap(model) if wrap else model
+    transform = EvalTransform(spec=data.input_spec)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    eval_criterion = nn.CrossEntropyLoss()
+    train_loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                               augment=build_augment(cfg), rank=rank, world_size=world_size)
+    val_loader = BatchLoader(data.val, batch_size=512, shuffle=False, rank=rank, world_size=world_size)
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=len(train_loader))
+    scaler = torch.amp.GradScaler("cuda") if runtime.autocast_dtype is torch.float16 else None
+
+    run_dir = _run_dir(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    start_epoch, global_step, best, history = 0, 0, float("-inf"), []
+    if cfg.resume:
+        state = load_checkpoint(Path(cfg.resume))
+        model.load_state_dict(state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+        if scheduler is not None and state.get("scheduler_state_dict"):
+            scheduler.load_state_dict(state["scheduler_state_dict"])
+        if scaler is not None and state.get("scaler_state_dict"):
+            scaler.load_state_dict(state["scaler_state_dict"])
+        restore_rng_states(state["rng_states"])
+        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+        best, history = state["best_metric"], list(state["history"])
+        log.info("resumed from %s at epoch %d", cfg.resume, start_epoch + 1)
+    log.info("config: %s", cfg.to_dict())
+    logger = MetricsLogger(run_dir, cfg, enabled=is_main)
+    bad_epochs = _epochs_since_improvement(history, cfg.min_delta)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            log.info("early stopping: no improvement > %g for %d epochs", cfg.min_delta, bad_epochs)
+            break
+        started = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        train_stats = train_one_epoch(
+            train_model, train_loader, optimizer=optimizer, criterion=criterion, transform=transform,
+            runtime=runtime, scheduler=scheduler, scaler=scaler, progress=cfg.progress and is_main,
+            description=f"epoch {epoch + 1}/{cfg.epochs}",
+        )
+        global_step += len(train_loader)
+        val_stats = evaluate(model, val_loader, criterion=eval_criterion, transform=transform, runtime=runtime)
+        improved = val_stats["accuracy"] > best + cfg.min_delta
+        if improved:
+            best = val_stats["accuracy"]
+        bad_epochs = 0 if improved else bad_epochs + 1
+        record = {"epoch": epoch + 1, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
+                  "val_loss": val_stats["loss"], "val_accuracy": val_stats["accuracy"],
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        history.append(record)
+        if is_main:
+            state = {
+                "epoch": epoch, "global_step": global_step, "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
+                "scheduler_state_dict": scheduler.state_dict() if scheduler else None,
+                "scaler_state_dict": scaler.state_dict() if scaler else None,
+                "rng_states": capture_rng_states(), "best_metric": best, "history": history,
+                "config": cfg.to_dict(),
+            }
+            save_checkpoint(ckpt_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", state)
+            logger.epoch(record, train_stats["samples_per_s"], improved)
+        _barrier()
+
+    best_state = load_checkpoint(ckpt_dir / "best.pt")
+    model.load_state_dict(best_state["model_state_dict"])
+    test_loader = BatchLoader(data.test, batch_size=512, shuffle=False, rank=rank, world_size=world_size)
+    test_stats = evaluate(model, test_loader, criterion=eval_criterion, transform=transform, runtime=runtime)
+    best_record = history[best_state["epoch"]]
+    metrics = {"val_accuracy": best_record["val_accuracy"], "val_loss": best_record["val_loss"],
+               "test_accuracy": test_stats["accuracy"], "test_loss": test_stats["loss"],
+               "test_samples": test_stats["samples"], "best_epoch": best_state["epoch"] + 1}
+    version = None
+    if is_main:
+        logger.finish(metrics)
+        if cfg.publish:
+            version = publish_model(cfg, data, model, metrics)
+    _barrier()
+    return TrainResult(run_dir, best, metrics, version, len(history))
+
+
+def _epochs_since_improvement(history: list[dict], min_delta: float) -> int:
+    best, bad = float("-inf"), 0
+    for record in history:
+        if record["val_accuracy"] > best + min_delta:
+            best, bad = record["val_accuracy"], 0
+        else:
+            bad += 1
+    return bad
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics: dict) -> str:
+    """Publish the (best) model's CPU state_dict with everything the service needs."""
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = registry.build_metadata(
+        name=cfg.model_name, architecture=cfg.model, architecture_kwargs=cfg.model_kwargs,
+        class_labels=data.classes, input_spec=data.input_spec, metrics=metrics,
+        dataset=cfg.dataset, config=cfg.to_dict(),
+    )
+    version = registry.publish(Path(cfg.registry), metadata, state_dict)
+    if cfg.promote:
+        registry.promote(Path(cfg.registry), cfg.model_name, version)
+    return version
