@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+from training import registry
+from training.registry import ArtifactValidationError, RegistryError
+from training.train import main
+
+
+def test_published_artifact_holds_the_design_metadata(tiny_config):
+    cfg = tiny_config(promote=True)
+    result = main(cfg)
+    version_dir = registry.model_dir(cfg.registry, "fashion-mnist") / result.version
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    for key in ("name", "version", "architecture", "architecture_kwargs", "class_labels", "input",
+                "metrics", "dataset", "created_at", "weights_sha256", "config"):
+        assert key in metadata, key
+    assert metadata["input"]["channels"] == 1 and metadata["input"]["height"] == 28
+    assert metadata["metrics"]["test_accuracy"] == result.test_metrics["test_accuracy"]
+    state_dict = torch.load(version_dir / "weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state_dict.values())  # a state_dict, no module
+    assert registry.read_production(cfg.registry, "fashion-mnist") == result.version
+
+
+def test_loaded_artifact_reproduces_the_reported_test_accuracy(tiny_config):
+    from training.data import load_data
+    from training.preprocess import EvalTransform
+
+    cfg = tiny_config()
+    result = main(cfg)
+    artifact = registry.load_artifact(cfg.registry, "fashion-mnist", result.version)
+    test = load_data(cfg).test
+    with torch.inference_mode():
+        predictions = artifact.model(EvalTransform(spec=artifact.input_spec)(test.images)).argmax(1)
+    accuracy = (predictions == test.labels).float().mean().item()
+    assert accuracy == pytest.approx(result.test_metrics["test_accuracy"], abs=1e-6)
+
+
+def test_versions_are_numbered_and_immutable(tiny_config):
+    cfg = tiny_config()
+    assert [main(cfg).version, main(cfg).version] == ["1", "2"]
+    assert registry.list_versions(cfg.registry, "fashion-mnist") == ["1", "2"]
+
+
+def test_failure_midway_through_publish_leaves_no_half_version(tiny_config, monkeypatch):
+    cfg = tiny_config(publish=False)
+    main(cfg)
+
+    def boom(path):
+        raise OSError("disk failed while hashing")
+
+    monkeypatch.setattr(registry, "sha256_file", boom)
+    with pytest.raises(OSError):
+        registry.publish(cfg.registry, {"name": "fashion-mnist"}, {"w": torch.zeros(1)})
+    directory = registry.model_dir(cfg.registry, "fashion-mnist")
+    assert list(directory.iterdir()) == []  # no version, no staging directory
+
+
+def test_tampered_weights_fail_the_sha256_check(tiny_config):
+    cfg = tiny_config()
+    version = main(cfg).version
+    weights = registry.model_dir(cfg.registry, "fashion-mnist") / version / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactValidationError, match="sha256"):
+        registry.load_artifact(cfg.registry, "fashion-mnist", version)
+
+
+def test_promote_and_rollback_move_the_pointer(tiny_config):
+    cfg = tiny_config(promote=True)
+    main(cfg), main(cfg)
+    assert registry.read_production(cfg.registry, "fashion-mnist") == "2"
+    assert registry.rollback(cfg.registry, "fashion-mnist") == "1"
+    assert registry.read_production(cfg.registry, "fashion-mnist") == "1"
+    with pytest.raises(RegistryError, match="not published"):
+        registry.promote(cfg.registry, "fashion-mnist", "9")
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "..", "", "x" * 65, "name\x00"])
+def test_model_names_cannot_escape_the_registry(name, tmp_path):
+    with pytest.raises(RegistryError, match="invalid model name"):
+        registry.model_dir(tmp_path, name)
