@@ -1,0 +1,76 @@
+"""``create_app()``: the Litestar application of one worker.
+
+Run it as users do::
+
+    gunicorn -c service/gunicorn.conf.py 'service.app:create_app()'
+
+Settings are read once here (or passed in by a test) and injected into the handlers with
+``Provide``; the predictor and the reloader start with the worker and load the production
+model in the background, so ``/health/live`` answers at once and ``/health/ready`` says 503
+until a model is loaded.
+"""
+
+import logging
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from service.admin import AdminController
+from service.errors import exception_to_http_response
+from service.middleware import ObservabilityMiddleware
+from service.predictor import Predictor
+from service.reloader import Reloader
+from service.routes import InfoController, PredictController
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; ``settings`` defaults to the environment (read once, here)."""
+    settings = settings or Settings()
+    predictor = Predictor(settings)
+    reloader = Reloader(predictor)
+
+    async def start() -> None:
+        await predictor.start()
+        reloader.start()
+
+    async def stop() -> None:
+        await reloader.stop()
+        await predictor.stop()
+
+    app = Litestar(
+        route_handlers=[PredictController, InfoController, AdminController],
+        dependencies={
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+            "predictor": Provide(lambda: predictor, use_cache=True, sync_to_thread=False),
+            "reloader": Provide(lambda: reloader, use_cache=True, sync_to_thread=False),
+        },
+        exception_handlers={Exception: exception_to_http_response},
+        on_startup=[start],
+        on_shutdown=[stop],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Image classification service",
+            version="1.0.0",
+            description="Batched image classification of the models published to the registry.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer",
+                                              description="ADMIN_TOKEN"),
+            }),
+        ),
+        state=State({"settings": settings}),
+        logging_config=None,  # gunicorn's logconfig_dict (service/gunicorn.conf.py) owns logging
+        debug=False,
+    )
+    # Outermost layer (outside Litestar's exception handling) so that request ids and request
+    # metrics cover every response, 404s and errors included.
+    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
+    return app

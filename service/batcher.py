@@ -1,0 +1,179 @@
+"""Dynamic micro-batching: images of concurrent requests share one forward pass.
+
+Requests submit ``(key, images)``; a single consumer task per worker takes queued items, oldest
+first, until the batch holds ``max_batch`` images, and runs them through ``run_batch`` on one
+inference thread, so the event loop keeps accepting and decoding requests meanwhile. That
+overlap is the main batching mechanism: while one forward runs, the next batch fills up, at no
+cost in latency when the server is idle. On top of it, a batch that is not full waits at most
+``max_wait_s`` for more images, and only while this worker is still receiving or decoding other
+requests (:meth:`MicroBatcher.incoming`), so a lone request never waits for nobody.
+
+Items with different keys (a model version swapped by hot reload) never share a batch. The
+queue is bounded in images; a full queue raises :class:`~service.errors.QueueFullError` at once
+instead of letting latency pile up.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from service import metrics
+from service.errors import InferenceError, QueueFullError
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+
+
+@dataclass
+class _Item(Generic[K]):
+    key: K
+    payload: Any  # (n, ...) tensor slice of one request
+    count: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher(Generic[K]):
+    """Gathers submitted items into batches of at most ``max_batch`` images.
+
+    ``run_batch(key, payloads) -> list of results`` runs on the inference thread and returns one
+    result per payload, in order.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[K, list[Any]], list[Any]],
+        *,
+        name: str,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self._run_batch = run_batch
+        self.name = name
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._executor = executor
+        self._queue: deque[_Item[K]] = deque()
+        self._queued_images = 0
+        self._incoming = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # Labelled metric children resolved once: the hot path only increments them.
+        self._m_depth = metrics.QUEUE_DEPTH.labels(name)
+        self._m_wait = metrics.QUEUE_WAIT.labels(name)
+        self._m_batch = metrics.BATCH_SIZE.labels(name)
+        self._m_infer = metrics.INFERENCE_TIME.labels(name)
+        self._m_rejected = metrics.QUEUE_REJECTED.labels(name)
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._consume(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(InferenceError("the worker is shutting down"))
+        self._queue.clear()
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request that is being received/decoded: batches may wait a little for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+
+    async def submit(self, key: K, payload: Any, count: int) -> Any:
+        """Queue ``count`` images and wait for their result; raises QueueFullError when full."""
+        if self._queued_images + count > self.max_queue and self._queued_images > 0:
+            self._m_rejected.inc()
+            raise QueueFullError(
+                f"the inference queue is full ({self._queued_images} images waiting, "
+                f"MAX_QUEUE={self.max_queue}); retry shortly"
+            )
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(key, payload, count, future))
+        self._queued_images += count
+        self._m_depth.inc(count)
+        self._wakeup.set()
+        return await future
+
+    def _take(self, batch: list[_Item[K]], images: int) -> int:
+        """Move queued items of the same key into ``batch`` while they fit; returns images."""
+        while self._queue:
+            head = self._queue[0]
+            if head.key is not batch[0].key or images + head.count > self.max_batch:
+                break
+            batch.append(self._queue.popleft())
+            images += head.count
+        return images
+
+    async def _gather(self) -> list[_Item[K]]:
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch = [self._queue.popleft()]
+        images = batch[0].count
+        await asyncio.sleep(0)  # let handlers that are ready to submit do so first
+        images = self._take(batch, images)
+        if images < self.max_batch and self.max_wait_s > 0 and self._incoming > 0:
+            deadline = time.perf_counter() + self.max_wait_s
+            while images < self.max_batch and self._incoming > 0 and not self._queue:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                images = self._take(batch, images)
+        images = sum(item.count for item in batch)
+        self._queued_images -= images
+        self._m_depth.dec(images)
+        return batch
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            started = time.perf_counter()
+            for item in batch:
+                self._m_wait.observe(started - item.enqueued)
+            self._m_batch.observe(sum(item.count for item in batch))
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._run_batch, batch[0].key, [i.payload for i in batch]
+                )
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceError("the worker is shutting down"))
+                raise
+            except Exception as exc:  # a failed forward fails its batch, never the worker
+                log.exception("forward pass failed for a batch of %d request(s)", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceError(f"inference failed: {exc}"))
+                continue
+            self._m_infer.observe(time.perf_counter() - started)
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():  # the client may have gone away
+                    item.future.set_result(result)

@@ -1,0 +1,148 @@
+"""Domain exceptions, raised where a problem is found, and the ONE place that maps them to HTTP.
+
+Every error leaves the service as JSON ``{"error", "detail", "request_id", ...}`` with a status
+that tells the client what it did wrong. Unexpected exceptions are logged with their traceback
+and answered 500 without internals; the worker keeps serving.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """Why one image of a request could not be used (``index`` is its position in the request)."""
+
+    index: int
+    filename: str | None
+    status: int
+    detail: str
+
+
+class ServiceError(Exception):
+    """Base of the domain errors: a status, a short machine-readable code and a human message."""
+
+    status_code = 500
+    code = "internal_error"
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequestError(ServiceError):
+    status_code, code = 400, "bad_request"
+
+
+class InvalidModelNameError(BadRequestError):
+    code = "invalid_model_name"
+
+
+class UnknownModelError(ServiceError):
+    status_code, code = 404, "unknown_model"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code, code = 415, "unsupported_media_type"
+
+
+class PayloadTooLargeError(ServiceError):
+    status_code, code = 413, "payload_too_large"
+
+
+class InvalidImageError(ServiceError):
+    """One or more images of a request are unusable; the whole request is refused (see docs)."""
+
+    code = "invalid_image"
+
+    def __init__(self, problems: list[ImageProblem]) -> None:
+        first = problems[0]
+        self.status_code = first.status
+        which = ", ".join(str(p.index) for p in problems)
+        super().__init__(
+            f"{len(problems)} image(s) could not be used (index {which}); nothing was classified. "
+            f"First problem: image {first.index}: {first.detail}",
+            problems=[p.__dict__ for p in problems],
+        )
+
+
+class ModelNotReadyError(ServiceError):
+    status_code, code = 503, "model_not_ready"
+    headers = {"Retry-After": "2"}
+
+
+class QueueFullError(ServiceError):
+    status_code, code = 503, "overloaded"
+    headers = {"Retry-After": "1"}
+
+
+class InferenceError(ServiceError):
+    status_code, code = 500, "inference_failed"
+
+
+class AdminDisabledError(ServiceError):
+    status_code, code = 403, "admin_disabled"
+
+
+class UnauthorizedError(ServiceError):
+    status_code, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="admin"'}
+
+
+class ConflictError(ServiceError):
+    """The registry is in a state that forbids the operation (nothing to roll back to ...)."""
+
+    status_code, code = 409, "conflict"
+
+
+class RegistryReadOnlyError(ConflictError):
+    code = "registry_read_only"
+
+
+class ArtifactRejectedError(ServiceError):
+    """A published version failed validation (hash, architecture, labels, test forward)."""
+
+    status_code, code = 422, "artifact_rejected"
+
+
+def request_id_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def _json(request: Request, status: int, code: str, detail: str, headers: dict[str, str],
+          **extra: Any) -> Response:
+    body = {"error": code, "detail": detail, "request_id": request_id_of(request), **extra}
+    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+
+def exception_to_http_response(request: Request, exc: Exception) -> Response:
+    """Map any exception to the JSON error contract; registered for ``Exception`` on the app."""
+    if isinstance(exc, ServiceError):
+        return _json(request, exc.status_code, exc.code, exc.detail, exc.headers, **exc.extra)
+    if isinstance(exc, ValidationException):
+        # Litestar's own parameter validation (e.g. top_k=abc): say which field and why.
+        problems = exc.extra if isinstance(exc.extra, list) else []
+        reasons = "; ".join(
+            f"{p.get('key', '?')}: {p.get('message', '')}" for p in problems if isinstance(p, dict)
+        )
+        detail = f"{exc.detail}: {reasons}" if reasons else str(exc.detail)
+        return _json(request, 400, "bad_request", detail, {})
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            status, "bad_request" if status < 500 else "internal_error"
+        )
+        detail = str(exc.detail)
+        if status == 413:
+            detail = "request body too large (MAX_BODY_BYTES)"
+        return _json(request, status, code, detail, dict(exc.headers or {}))
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _json(request, 500, "internal_error", "internal server error; see the server log", {})

@@ -1,0 +1,77 @@
+"""gunicorn settings, all from the environment (``gunicorn -c service/gunicorn.conf.py ...``).
+
+BIND (or 0.0.0.0:$PORT), WEB_CONCURRENCY workers, TIMEOUT / GRACEFUL_TIMEOUT / KEEPALIVE in
+seconds, LOG_LEVEL, ACCESS_LOG=1 for an access log. It also prepares prometheus_client's
+multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before a worker imports
+prometheus_client, so it is set here in the master (a fresh temp dir when unset), emptied at
+start, and a dead worker's live gauges are dropped.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "uvicorn_worker.UvicornWorker"
+# Model loading happens in the workers after they boot, so TIMEOUT only guards a hung loop.
+timeout = int(os.environ.get("TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("KEEPALIVE", "5"))
+backlog = int(os.environ.get("BACKLOG", "2048"))
+# Never preload: each worker must build its own torch state after the fork.
+preload_app = False
+loglevel = os.environ.get("LOG_LEVEL", "info")
+accesslog = "-" if os.environ.get("ACCESS_LOG", "0").lower() in ("1", "true", "yes") else None
+errorlog = "-"
+
+# Workers size their torch thread pools from the worker count (Settings.web_concurrency).
+os.environ["WEB_CONCURRENCY"] = str(workers)
+
+_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_own_multiproc_dir = not _multiproc_dir
+if _own_multiproc_dir:
+    _multiproc_dir = tempfile.mkdtemp(prefix="imgclf-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _multiproc_dir
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "service.context.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s "
+                            "[%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                   "filters": ["request_id"], "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        # uvicorn's access logger takes gunicorn.access's handlers; silent unless ACCESS_LOG=1.
+        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING",
+                            "handlers": ["stderr"] if accesslog else [], "propagate": False},
+    },
+}
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
+    """Start from an empty metrics dir: stale files of a previous run would be summed in."""
+    path = Path(_multiproc_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for entry in path.iterdir():
+        if entry.is_file() and entry.suffix == ".db":
+            entry.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    if _own_multiproc_dir:
+        shutil.rmtree(_multiproc_dir, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""Image bytes -> the model's uint8 input, with the limits an internet-facing decoder needs.
+
+The conversion itself is ``training.preprocess.image_to_uint8`` after ``ImageOps.exif_transpose``:
+exactly what the training data loader does with an image file, so served predictions match
+training evaluation. This module only adds what the network requires: a format allow-list
+(no exotic parsers exposed), a pixel limit checked from the header before any pixel is decoded
+(decompression bombs), and errors that say what was wrong.
+"""
+
+import io
+import warnings
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from training.preprocess import InputSpec, image_to_uint8
+
+# Formats a client can reasonably send; everything else is refused before a parser runs.
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+
+
+class ImageDecodeError(ValueError):
+    """One image that cannot be used; ``status`` is the HTTP status it deserves."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def install_pixel_limit(max_pixels: int) -> None:
+    """Make PIL itself refuse images above ``max_pixels`` (its bomb guard), as an error."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tensor:
+    """Decode one image file into uint8 ``(C, H, W)`` as ``spec`` describes.
+
+    Raises :class:`ImageDecodeError` with 413 for too many pixels and 422 for anything that is
+    not a decodable image in an allowed format.
+    """
+    if not data:
+        raise ImageDecodeError(422, "empty file")
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    413,
+                    f"{width}x{height} = {width * height} pixels exceeds MAX_PIXELS={max_pixels}",
+                )
+            image.load()
+            return image_to_uint8(ImageOps.exif_transpose(image), spec=spec)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(413, f"image exceeds MAX_PIXELS={max_pixels}: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            422, f"not a supported image file (accepted: {', '.join(ALLOWED_FORMATS)})"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        # Truncated or corrupt data surfaces from PIL's plugins as any of these.
+        raise ImageDecodeError(422, f"corrupt or truncated image: {exc}") from None

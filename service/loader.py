@@ -1,0 +1,110 @@
+"""Load a published version for serving: verify, move to the device, validate, warm up.
+
+``training.registry.load_artifact`` owns the artifact format and its checks (sha256 of the
+weights, ``weights_only`` load, strict ``load_state_dict`` into the architecture rebuilt from
+``metadata.json``, output width == number of labels). This module adds what serving needs on
+top: the device, a warm-up forward at the batch sizes the batcher will use, and a sanity check
+that the outputs are finite probabilities, so a broken version is refused before it serves.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.preprocess import EvalTransform, InputSpec
+from training.registry import ArtifactValidationError, load_artifact
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU fails at startup."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE=cuda but torch sees no CUDA device; use DEVICE=auto or cpu")
+    return torch.device(setting)
+
+
+@dataclass(eq=False)  # identity semantics: the batcher never mixes two loaded versions
+class LoadedModel:
+    """One version of one model, in ``eval()`` on its device, ready for forward passes."""
+
+    metadata: dict[str, Any]
+    model: nn.Module
+    device: torch.device
+    spec: InputSpec
+    transform: EvalTransform
+    labels: list[str]
+    loaded_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    @property
+    def sha256(self) -> str:
+        return self.metadata["weights_sha256"]
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, C, H, W)`` on CPU -> float32 softmax ``(N, classes)`` on CPU.
+
+        Call under ``torch.inference_mode()`` on the inference thread.
+        """
+        batch = batch.to(self.device, non_blocking=True)
+        logits = self.model(self.transform(batch))  # (N, classes)
+        return logits.float().softmax(dim=1).cpu()
+
+
+def load_model(
+    registry: Path, name: str, version: str | None, *, device: torch.device, warmup_batch: int
+) -> LoadedModel:
+    """Load, verify and warm up ``name`` (production when ``version`` is None).
+
+    Raises ``RegistryError`` (nothing to load) or ``ArtifactValidationError`` (refused).
+    """
+    artifact = load_artifact(registry, name, version)
+    if artifact.name != name:
+        raise ArtifactValidationError(
+            f"{artifact.path} says its name is {artifact.name!r}, expected {name!r}"
+        )
+    spec = artifact.input_spec
+    loaded = LoadedModel(
+        metadata=artifact.metadata,
+        model=artifact.model.to(device).eval(),
+        device=device,
+        spec=spec,
+        transform=EvalTransform(spec=spec),
+        labels=list(artifact.class_labels),
+    )
+    with torch.inference_mode():
+        for size in sorted({1, warmup_batch}):
+            probabilities = loaded.probabilities(
+                torch.zeros(size, spec.channels, spec.height, spec.width, dtype=torch.uint8)
+            )
+            if probabilities.shape != (size, len(loaded.labels)):
+                raise ArtifactValidationError(
+                    f"{name} v{loaded.version}: output {tuple(probabilities.shape)} does not "
+                    f"match {len(loaded.labels)} labels"
+                )
+            if not torch.isfinite(probabilities).all():
+                raise ArtifactValidationError(
+                    f"{name} v{loaded.version}: the test forward produced NaN/inf"
+                )
+    log.info(
+        "loaded %s v%s (%s, %d labels, input %dx%dx%d) on %s", name, loaded.version,
+        loaded.metadata["architecture"], len(loaded.labels), spec.channels, spec.height,
+        spec.width, device,
+    )
+    return loaded

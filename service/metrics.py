@@ -1,0 +1,72 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
+
+``service/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` in the master before any worker
+imports this module: every worker then writes its values to memory-mapped files there and
+``GET /metrics`` (answered by whichever worker) aggregates all of them. Without the variable
+(a single process, e.g. tests with an in-process client) the default registry is used.
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+REQUESTS = Counter(
+    "imgclf_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
+)
+REQUEST_LATENCY = Histogram(
+    "imgclf_http_request_duration_seconds", "whole-request latency", ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+IMAGES = Counter("imgclf_images_total", "images classified", ["model"])
+DECODE_TIME = Histogram(
+    "imgclf_decode_seconds", "parse + decode + preprocess time per request", ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "imgclf_queue_wait_seconds", "time an image waits for its forward pass", ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE_TIME = Histogram(
+    "imgclf_inference_seconds", "forward pass time per batch", ["model"], buckets=_LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "imgclf_batch_size_images", "images per forward pass", ["model"], buckets=_BATCH_BUCKETS
+)
+QUEUE_DEPTH = Gauge(
+    "imgclf_queue_depth_images", "images waiting for a forward pass (all workers)", ["model"],
+    multiprocess_mode="livesum",
+)
+QUEUE_REJECTED = Counter(
+    "imgclf_queue_rejected_total", "requests refused with 503 because the queue was full", ["model"]
+)
+MODEL_VERSION = Gauge(
+    "imgclf_model_version", "registry version each worker serves (0: none)", ["model"],
+    multiprocess_mode="liveall",
+)
+RELOADS = Counter(
+    "imgclf_model_reloads_total", "model load attempts by outcome (loaded, refused)",
+    ["model", "outcome"],
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of all workers' metrics and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

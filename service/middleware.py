@@ -1,0 +1,61 @@
+"""Outermost ASGI layer: a request id on every response and log line, and request metrics.
+
+It wraps Litestar's exception handling, so it also sees 404s and errors, and labels metrics
+with the matched route template (bounded cardinality), never the raw path.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+from service.context import REQUEST_ID
+
+log = logging.getLogger(__name__)
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class ObservabilityMiddleware:
+    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _CLIENT_ID.match(candidate) else ""
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = scope["method"]
+            metrics.REQUESTS.labels(method, route, str(status)).inc()
+            metrics.REQUEST_LATENCY.labels(method, route).observe(elapsed)
+            if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
+                log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
+            REQUEST_ID.reset(token)

@@ -1,0 +1,225 @@
+"""The predictor owns the models of a worker and turns image files into predictions.
+
+    decode (event loop, or a thread for big bodies) -> micro-batcher -> predict (inference
+    thread, ``torch.inference_mode()``) -> encode (event loop)
+
+Controllers call :meth:`Predictor.predict` with raw files and get a response schema back; they
+never see a tensor. Each served model name has a :class:`ModelSlot` holding the version being
+served; hot reload (``service.reloader``) swaps ``slot.current`` atomically, and requests that
+already decoded against the old version finish on it, because the batcher groups by version.
+"""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from service import metrics
+from service.batcher import MicroBatcher
+from service.errors import (
+    BadRequestError,
+    ImageProblem,
+    InvalidImageError,
+    InvalidModelNameError,
+    ModelNotReadyError,
+    UnknownModelError,
+)
+from service.imaging import ImageDecodeError, decode_image, install_pixel_limit
+from service.inputs import RawImage
+from service.loader import LoadedModel, resolve_device
+from service.schemas import ClassScore, ImagePrediction, PredictResponse
+from service.settings import Settings
+from training.preprocess import InputSpec
+from training.registry import RegistryError, validate_name
+
+log = logging.getLogger(__name__)
+
+# (chunk of one request, its top_k) -> (scores, indices), each a list of rows of top_k floats/ints.
+Payload = tuple[torch.Tensor, int]
+Result = tuple[list[list[float]], list[list[int]]]
+
+
+@dataclass(eq=False)
+class ModelSlot:
+    """A served model name: the version it serves now and the batcher feeding it."""
+
+    name: str
+    batcher: MicroBatcher[LoadedModel]
+    current: LoadedModel | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Predictor:
+    """Per-worker owner of the models: load (via the reloader), decode, predict, encode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.slots: dict[str, ModelSlot] = {}
+        self._inference_pool: ThreadPoolExecutor | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._loader_pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Create the threads and batchers of this worker (models load in the background)."""
+        threads = self.settings.resolved_torch_threads
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set in this process (a second app in tests)
+            pass
+        install_pixel_limit(self.settings.max_pixels)
+        # One inference thread: forwards run one at a time, each using `threads` cores.
+        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
+        self._loader_pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
+        for name in self.settings.model_names:
+            batcher = MicroBatcher(
+                self._run_batch,
+                name=name,
+                max_batch=self.settings.max_batch_size,
+                max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                executor=self._inference_pool,
+            )
+            batcher.start()
+            self.slots[name] = ModelSlot(name=name, batcher=batcher)
+            metrics.MODEL_VERSION.labels(name).set(0)
+        log.info(
+            "predictor started: models %s on %s, %d torch thread(s), max batch %d, wait %.1f ms",
+            self.settings.model_names, self.device, threads, self.settings.max_batch_size,
+            self.settings.max_batch_wait_ms,
+        )
+
+    async def stop(self) -> None:
+        for slot in self.slots.values():
+            await slot.batcher.stop()
+        for pool in (self._inference_pool, self._decode_pool, self._loader_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    async def in_loader_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking registry/model work off the event loop, one job at a time."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._loader_pool, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------ model lookup
+
+    def slot(self, name: str | None) -> ModelSlot:
+        """The slot of ``name`` (the default model when None); 400/404 for a bad name."""
+        if name is None:
+            name = self.settings.default_model
+        try:
+            validate_name(name)
+        except RegistryError as exc:
+            raise InvalidModelNameError(str(exc)) from None
+        try:
+            return self.slots[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"model {name!r} is not served here; served models: {', '.join(self.slots)}"
+            ) from None
+
+    def loaded(self, slot: ModelSlot) -> LoadedModel:
+        if slot.current is None:
+            raise ModelNotReadyError(
+                f"model {slot.name!r} is not loaded yet (no production version published, or "
+                "still loading); retry shortly"
+            )
+        return slot.current
+
+    def install(self, slot: ModelSlot, loaded: LoadedModel) -> None:
+        """Serve ``loaded`` from now on; a single reference swap, so requests never see a mix."""
+        previous = slot.current
+        slot.current = loaded
+        metrics.MODEL_VERSION.labels(slot.name).set(int(loaded.version))
+        log.info(
+            "now serving %s v%s (was %s)", slot.name, loaded.version,
+            f"v{previous.version}" if previous else "nothing",
+        )
+
+    # ------------------------------------------------------------------ the request path
+
+    async def predict(
+        self, images: list[RawImage], *, model: str | None, top_k: int
+    ) -> PredictResponse:
+        """Classify ``images`` (all or none: one bad image refuses the request, see docs)."""
+        slot = self.slot(model)
+        loaded = self.loaded(slot)
+        if top_k > len(loaded.labels):
+            raise BadRequestError(
+                f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
+            )
+        started = time.perf_counter()
+        with slot.batcher.incoming():
+            if sum(len(image.data) for image in images) > self.settings.decode_inline_bytes:
+                loop = asyncio.get_running_loop()
+                batch = await loop.run_in_executor(
+                    self._decode_pool, self.decode, images, loaded.spec
+                )
+            else:  # small bodies: a thread hop would cost more than decoding here
+                batch = self.decode(images, loaded.spec)
+        metrics.DECODE_TIME.labels(slot.name).observe(time.perf_counter() - started)
+        limit = self.settings.max_batch_size
+        if len(batch) <= limit:
+            results = [await slot.batcher.submit(loaded, (batch, top_k), len(batch))]
+        else:  # the batcher counts images: a big request is split into batch-sized chunks
+            results = await asyncio.gather(
+                *(slot.batcher.submit(loaded, (chunk, top_k), len(chunk))
+                  for chunk in torch.split(batch, limit))
+            )
+        metrics.IMAGES.labels(slot.name).inc(len(batch))
+        return self.encode(loaded, results, top_k)
+
+    def decode(self, images: list[RawImage], spec: InputSpec) -> torch.Tensor:
+        """Files -> uint8 ``(N, C, H, W)``; every bad image is reported, then all are refused."""
+        tensors: list[torch.Tensor] = []
+        problems: list[ImageProblem] = []
+        for index, image in enumerate(images):
+            try:
+                tensors.append(
+                    decode_image(image.data, spec=spec, max_pixels=self.settings.max_pixels)
+                )
+            except ImageDecodeError as exc:
+                problems.append(ImageProblem(index, image.filename, exc.status, exc.detail))
+        if problems:
+            raise InvalidImageError(problems)
+        return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+    def _run_batch(self, loaded: LoadedModel, payloads: list[Payload]) -> list[Result]:
+        """On the inference thread: one forward for all payloads, top-k rows per payload."""
+        with torch.inference_mode():
+            chunks = [chunk for chunk, _ in payloads]
+            batch = chunks[0] if len(chunks) == 1 else torch.cat(chunks)  # (N, C, H, W)
+            k = max(top_k for _, top_k in payloads)
+            scores, indices = loaded.probabilities(batch).topk(k, dim=1)  # (N, k) each
+            all_scores, all_indices = scores.tolist(), indices.tolist()
+        results: list[Result] = []
+        offset = 0
+        for chunk in chunks:
+            end = offset + len(chunk)
+            results.append((all_scores[offset:end], all_indices[offset:end]))
+            offset = end
+        return results
+
+    def encode(self, loaded: LoadedModel, results: list[Result], top_k: int) -> PredictResponse:
+        labels = loaded.labels
+        predictions = []
+        for scores_rows, indices_rows in results:
+            for scores, indices in zip(scores_rows, indices_rows, strict=True):
+                top = [
+                    ClassScore.model_construct(label=labels[i], index=i, score=s)
+                    for s, i in zip(scores[:top_k], indices[:top_k], strict=True)
+                ]
+                predictions.append(ImagePrediction.model_construct(
+                    label=top[0].label, index=top[0].index, score=top[0].score, top_k=top
+                ))
+        return PredictResponse.model_construct(
+            model=loaded.name, version=loaded.version, weights_sha256=loaded.sha256,
+            predictions=predictions,
+        )

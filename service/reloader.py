@@ -1,0 +1,174 @@
+"""Hot reload and the admin operations (reload, promote, rollback) of one worker.
+
+Each worker polls ``registry/<model>/production`` (one small file read) every
+``RELOAD_INTERVAL_S``. A new version is loaded and validated on the loader thread while the
+old one keeps serving, then swapped in (:meth:`Predictor.install`). A version that fails
+validation is refused, logged, counted (``imgclf_model_reloads_total{outcome="refused"}``) and
+not retried by the poller (versions are immutable); the old one keeps serving. Promote and
+rollback rewrite the pointer through ``training.registry`` and load at once in this worker;
+the other workers follow at their next poll.
+"""
+
+import asyncio
+import errno
+import logging
+
+from service import metrics
+from service.errors import (
+    ArtifactRejectedError,
+    BadRequestError,
+    ConflictError,
+    RegistryReadOnlyError,
+    UnknownModelError,
+)
+from service.loader import LoadedModel, load_model
+from service.predictor import ModelSlot, Predictor
+from service.schemas import AdminResponse
+from training import registry
+from training.registry import RegistryError
+
+log = logging.getLogger(__name__)
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class Reloader:
+    """Keeps each slot of a predictor on its production version."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.settings = predictor.settings
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll_forever(), name="reloader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _poll_forever(self) -> None:
+        interval = self.settings.reload_interval_s
+        waiting_logged: set[str] = set()
+        while True:
+            for slot in self.predictor.slots.values():
+                try:
+                    production = await self.refresh(slot, explicit=False)
+                except Exception:  # never let one bad poll end hot reload for good
+                    log.exception("polling %s failed", slot.name)
+                    continue
+                if production is None and slot.name not in waiting_logged:
+                    log.info("%s has no production version yet; polling", slot.name)
+                    waiting_logged.add(slot.name)
+            all_loaded = all(s.current is not None for s in self.predictor.slots.values())
+            if interval <= 0 and all_loaded:
+                return  # polling disabled: it only ran to get the first versions in
+            await asyncio.sleep(interval if interval > 0 else 2.0)
+
+    async def _load(self, slot: ModelSlot, version: str) -> LoadedModel:
+        """Load + validate ``version`` off the event loop; refusals are logged and counted."""
+        try:
+            return await self.predictor.in_loader_thread(
+                load_model, self.settings.model_registry, slot.name, version,
+                device=self.predictor.device, warmup_batch=self.settings.max_batch_size,
+            )
+        except (RegistryError, OSError, ValueError, RuntimeError) as exc:
+            slot.refused[version] = str(exc)
+            metrics.RELOADS.labels(slot.name, "refused").inc()
+            log.error("refused %s v%s, still serving %s: %s", slot.name, version,
+                      f"v{slot.current.version}" if slot.current else "nothing", exc)
+            raise ArtifactRejectedError(
+                f"{slot.name} version {version} was refused: {exc}"
+            ) from exc
+
+    async def refresh(self, slot: ModelSlot, *, explicit: bool) -> str | None:
+        """Load the production version if it is not the one served; returns the pointer.
+
+        ``explicit`` (admin reload) retries a version the poller refused before and raises
+        when it is refused again; the poller stays quiet about a known-bad version.
+        """
+        async with slot.lock:
+            production = registry.read_production(self.settings.model_registry, slot.name)
+            current = slot.current
+            if production is None or (current is not None and current.version == production):
+                return production
+            if production in slot.refused and not explicit:
+                return production
+            try:
+                loaded = await self._load(slot, production)
+            except ArtifactRejectedError:
+                if explicit:
+                    raise
+                return production
+            self.predictor.install(slot, loaded)
+            slot.refused.pop(production, None)
+            metrics.RELOADS.labels(slot.name, "loaded").inc()
+            return production
+
+    # ------------------------------------------------------------------ admin operations
+
+    async def reload(self, name: str | None) -> AdminResponse:
+        slot = self.predictor.slot(name)
+        before = slot.current.version if slot.current else None
+        try:
+            production = await self.refresh(slot, explicit=True)
+        except RegistryError as exc:
+            raise ConflictError(
+                f"cannot read the production pointer of {slot.name}: {exc}"
+            ) from exc
+        return self._answer(slot, production, before, "reloaded" if production else
+                            "no production version is published yet")
+
+    async def promote(self, name: str | None, version: str) -> AdminResponse:
+        slot = self.predictor.slot(name)
+        try:
+            registry.validate_version(version)
+        except RegistryError as exc:
+            raise BadRequestError(str(exc)) from None
+        published = registry.list_versions(self.settings.model_registry, slot.name)
+        if version not in published:
+            raise UnknownModelError(
+                f"{slot.name} version {version} is not published; published versions: "
+                f"{', '.join(published) or 'none'}"
+            )
+        return await self._switch(slot, version, lambda: registry.promote(
+            self.settings.model_registry, slot.name, version))
+
+    async def rollback(self, name: str | None) -> AdminResponse:
+        slot = self.predictor.slot(name)
+        target = registry.previous_production(self.settings.model_registry, slot.name)
+        if target is None:
+            raise ConflictError(f"{slot.name} has no previous production version to roll back to")
+        return await self._switch(slot, target, lambda: registry.promote(
+            self.settings.model_registry, slot.name, target))
+
+    async def _switch(self, slot: ModelSlot, version: str, write_pointer) -> AdminResponse:
+        """Validate ``version`` first, then rewrite the pointer, then serve it here."""
+        async with slot.lock:
+            before = slot.current.version if slot.current else None
+            loaded = await self._load(slot, version)  # a bad version never becomes production
+            try:
+                await self.predictor.in_loader_thread(write_pointer)
+            except OSError as exc:
+                if exc.errno in _READ_ONLY_ERRNOS:
+                    raise RegistryReadOnlyError(
+                        f"the registry {self.settings.model_registry} is read-only for this "
+                        f"service ({exc.strerror}); promote from the training side instead"
+                    ) from None
+                raise ConflictError(f"could not rewrite the production pointer: {exc}") from None
+            except RegistryError as exc:
+                raise ConflictError(str(exc)) from None
+            self.predictor.install(slot, loaded)
+            slot.refused.pop(version, None)
+            metrics.RELOADS.labels(slot.name, "loaded").inc()
+        production = registry.read_production(self.settings.model_registry, slot.name)
+        return self._answer(slot, production, before, f"production is now version {version}")
+
+    def _answer(self, slot: ModelSlot, production: str | None, before: str | None,
+                detail: str) -> AdminResponse:
+        loaded = slot.current.version if slot.current else None
+        return AdminResponse(model=slot.name, production=production, loaded=loaded,
+                             changed=loaded != before, detail=detail)

@@ -1,0 +1,137 @@
+"""Public endpoints: thin controllers that parse HTTP and hand over to the predictor.
+
+No torch here: a controller finds the image bytes (``service.inputs``), calls the predictor,
+and returns a schema. Errors are domain exceptions mapped to HTTP in ``service.errors``.
+"""
+
+from dataclasses import dataclass
+
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import Parameter
+
+from service import metrics
+from service.inputs import parse_images
+from service.predictor import Predictor
+from service.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    InputSpecSchema,
+    LoadedModelInfo,
+    ModelsResponse,
+    PredictResponse,
+)
+from service.settings import Settings
+
+_ERRORS = {
+    status: ResponseSpec(data_container=ErrorResponse, description=text)
+    for status, text in {
+        400: "bad request (top_k, base64, multipart, model name ...)",
+        404: "unknown model",
+        413: "body, image count or pixel count over the limit",
+        415: "unsupported Content-Type",
+        422: "an image could not be decoded (nothing was classified)",
+        503: "model not loaded yet, or the queue is full (see Retry-After)",
+    }.items()
+}
+
+
+@dataclass
+class _PredictOperation(Operation):
+    """The three request formats of /predict, which one handler reads from the raw request."""
+
+    def __post_init__(self) -> None:
+        binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+        self.request_body = RequestBody(
+            required=True,
+            description="one image (image/*), several files (multipart), or base64 JSON",
+            content={
+                "multipart/form-data": OpenAPIMediaType(schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    properties={"file": Schema(type=OpenAPIType.ARRAY, items=binary)},
+                )),
+                "image/*": OpenAPIMediaType(schema=binary),
+                "application/json": OpenAPIMediaType(schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    required=["images"],
+                    properties={"images": Schema(
+                        type=OpenAPIType.ARRAY,
+                        items=Schema(type=OpenAPIType.STRING, content_encoding="base64"),
+                    )},
+                )),
+            },
+        )
+
+
+class PredictController(Controller):
+    path = "/"
+    tags = ["predict"]
+
+    @post(
+        "/predict",
+        status_code=200,
+        operation_class=_PredictOperation,
+        responses=_ERRORS,
+        summary="Classify one or many images",
+    )
+    async def predict(
+        self,
+        request: Request,
+        predictor: Predictor,
+        settings: Settings,
+        top_k: int = Parameter(default=1, ge=1, le=1000, description="classes per image"),
+        model: str | None = Parameter(default=None, description="model name (default model)"),
+    ) -> PredictResponse:
+        """One result per image, in input order. One bad image refuses the whole request."""
+        predictor.loaded(predictor.slot(model))  # fail fast before reading a large body
+        body = await request.body()
+        images = parse_images(
+            request.headers.get("content-type"), body, max_images=settings.max_images
+        )
+        return await predictor.predict(images, model=model, top_k=top_k)
+
+
+class InfoController(Controller):
+    path = "/"
+    tags = ["health"]
+
+    @get("/health/live", summary="The process answers")
+    async def live(self) -> HealthResponse:
+        return HealthResponse(status="live")
+
+    @get("/health/ready", summary="Every configured model is loaded (else 503)")
+    async def ready(self, predictor: Predictor) -> Response[HealthResponse]:
+        loaded = {n: s.current.version for n, s in predictor.slots.items() if s.current}
+        waiting = [name for name in predictor.settings.model_names if name not in loaded]
+        if waiting:
+            body = HealthResponse(
+                status="not_ready", models=loaded,
+                detail=f"waiting for a production version of: {', '.join(waiting)}",
+            )
+            return Response(body, status_code=503, headers={"Retry-After": "2"})
+        return Response(HealthResponse(status="ready", models=loaded))
+
+    @get("/models", tags=["models"], summary="What this worker serves, with metadata")
+    async def models(self, predictor: Predictor) -> ModelsResponse:
+        infos = []
+        for name, slot in predictor.slots.items():
+            loaded = slot.current
+            if loaded is None:
+                continue
+            meta = loaded.metadata
+            infos.append(LoadedModelInfo(
+                name=name, version=loaded.version, default=name == predictor.settings.default_model,
+                architecture=meta["architecture"], class_labels=loaded.labels,
+                input=InputSpecSchema(**loaded.spec.to_dict()), metrics=meta.get("metrics", {}),
+                dataset=meta.get("dataset"), created_at=meta.get("created_at"),
+                weights_sha256=loaded.sha256, device=str(loaded.device), loaded_at=loaded.loaded_at,
+            ))
+        waiting = [n for n, s in predictor.slots.items() if s.current is None]
+        return ModelsResponse(models=infos, waiting_for=waiting)
+
+    @get("/metrics", tags=["metrics"], summary="Prometheus metrics of all workers",
+         media_type=MediaType.TEXT, include_in_schema=True)
+    async def metrics(self) -> Response[bytes]:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)

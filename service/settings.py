@@ -1,0 +1,90 @@
+"""Service configuration: one pydantic-settings class, read once from the environment.
+
+Every field maps to an UPPER_CASE environment variable of the same name (``max_batch_size`` <-
+``MAX_BATCH_SIZE``). ``create_app()`` reads it once and injects it, so a test sets the environment
+(or passes a ``Settings``) before the app is built.
+"""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.registry import RegistryError, validate_name
+
+
+class Settings(BaseSettings):
+    """What a worker serves and how; the defaults suit a 2-core CPU host with 2 workers."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", protected_namespaces=())
+
+    model_registry: Path = Field(Path("registry"), description="registry directory (DESIGN.md)")
+    model_name: str = Field(
+        "fashion-mnist",
+        description="model(s) to serve, comma-separated; the first is the default",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = off")
+    admin_token_file: Path | None = Field(None, description="file holding the admin token")
+    web_concurrency: int = Field(1, ge=1, description="gunicorn workers (sizes TORCH_THREADS)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads per worker (default: cores // workers)"
+    )
+    max_batch_size: int = Field(64, ge=1, le=4096, description="images per forward pass")
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000,
+        description="how long a batch may wait for images that are already being received",
+    )
+    max_queue: int = Field(512, ge=1, description="queued images per worker before 503")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit")
+    max_images: int = Field(64, ge=1, description="images per request")
+    max_pixels: int = Field(
+        4096 * 4096, ge=1, description="pixels per decoded image (decompression-bomb guard)"
+    )
+    reload_interval_s: float = Field(
+        2.0, ge=0, description="production-pointer poll period; 0 disables polling"
+    )
+    decode_inline_bytes: int = Field(
+        256 * 1024, ge=0,
+        description="bodies up to this size are decoded on the event loop, larger ones in a thread",
+    )
+    log_level: str = Field("info", description="log level of the service loggers")
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_names(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        if not names:
+            raise ValueError("MODEL_NAME names no model")
+        try:
+            for name in names:
+                validate_name(name)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> "Settings":
+        # A token file (docker/k8s secret) is read once here; ADMIN_TOKEN wins when both are set.
+        if self.admin_token is None and self.admin_token_file is not None:
+            token = self.admin_token_file.read_text(encoding="utf-8").strip()
+            self.admin_token = SecretStr(token) if token else None
+        if self.admin_token is not None and not self.admin_token.get_secret_value():
+            self.admin_token = None
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        return self.model_name.split(",")
+
+    @property
+    def default_model(self) -> str:
+        return self.model_names[0]
+
+    @property
+    def resolved_torch_threads(self) -> int:
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.web_concurrency)
