@@ -280,3 +280,31 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
             f"{name} v{version}: model outputs {tuple(logits.shape)} but there are {len(labels)} labels"
         )
     return Artifact(metadata=metadata, model=model, path=version_dir)
+
+
+def prune_versions(registry: Path, name: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest versions of ``name``; returns the removed versions.
+
+    The production version and the previous production version (the rollback target) are
+    never removed, however old. Each version is first renamed to a hidden name, so readers see
+    it either complete or gone, never half-deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    versions = list_versions(registry, name)
+    protected = {read_production(registry, name), previous_production(registry, name)} - {None}
+    kept = set(versions[-keep:]) | protected
+    directory = model_dir(registry, name)
+    removed = []
+    for version in versions:
+        if version in kept:
+            continue
+        trash = directory / f".trash-{version}-{uuid.uuid4().hex}"
+        os.rename(directory / version, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(version)
+    if removed:
+        fsync_dir(directory)
+        log.info("pruned %s versions %s (kept %s)", name, ", ".join(removed),
+                 ", ".join(sorted(kept, key=int)))
+    return removed

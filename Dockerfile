@@ -1,0 +1,72 @@
+# Two images from one file (pick with --target or compose's build.target):
+#   api      gunicorn + uvicorn workers serving the production model (the default, last stage)
+#   trainer  the scheduled retraining job, with Debian's offline Fashion-MNIST installed
+#
+# Torch comes from TORCH_INDEX_URL, CPU-only wheels by default (small image). Use
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128   for a CUDA build, or
+#   --build-arg TORCH_INDEX_URL=https://pypi.org/simple                  where PyTorch's own
+# index is unreachable (PyPI's Linux wheel is the CUDA build; it runs fine on CPU too).
+# Every other dependency comes from PIP_INDEX_URL. Versions are pinned in pyproject.toml only.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------- base: runtime settings + user
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+# A fixed uid/gid, so volume permissions are predictable across rebuilds and hosts.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+
+# ---------------------------------------------------------------- deps: the virtualenv only
+FROM base AS deps
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_INDEX_URL=https://pypi.org/simple
+RUN python -m venv "$VIRTUAL_ENV"
+# Only pyproject.toml is copied here, so editing source code never invalidates these layers.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; torch = [d for d in deps if d.split('=')[0].strip() in ('torch', 'torchvision')]; open('/tmp/torch.txt', 'w').write('\n'.join(torch) + '\n'); open('/tmp/rest.txt', 'w').write('\n'.join(d for d in deps if d not in torch) + '\n')"
+RUN pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt
+RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/rest.txt \
+ && python -c "import torch, torchvision, litestar, gunicorn, croniter; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+# ---------------------------------------------------------------- runtime: venv, no build tools
+FROM base AS runtime
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+ENV PYTHONPATH=/app \
+    MODEL_REGISTRY=/registry \
+    MODEL_NAME=fashion-mnist \
+    DEVICE=auto
+# Volume mount points owned by the app user, so named volumes start out writable by it.
+RUN mkdir -p /registry /runs && chown app:app /registry /runs
+
+# ---------------------------------------------------------------- trainer: the retraining job
+FROM runtime AS trainer
+# The real Fashion-MNIST (four idx .gz files in /usr/share/datasets/fashion-mnist), so the first
+# `docker compose up` trains offline. Installed before the source for layer caching.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/* \
+ && ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+COPY models ./models
+COPY training ./training
+ENV SCHEDULE_RUNS_DIR=/runs
+USER app
+CMD ["python", "-m", "training", "schedule"]
+
+# ---------------------------------------------------------------- api: the inference service
+FROM runtime AS api
+COPY models ./models
+COPY training ./training
+COPY service ./service
+ENV PORT=8000
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('PORT', '8000'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health/ready', timeout=4).status == 200 else 1)"]
+CMD ["gunicorn", "-c", "service/gunicorn.conf.py", "service.app:create_app()"]
