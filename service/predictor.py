@@ -12,6 +12,7 @@ already decoded against the old version finish on it, because the batcher groups
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # (chunk of one request, its top_k) -> (scores, indices), each a list of rows of top_k floats/ints.
 Payload = tuple[torch.Tensor, int]
 Result = tuple[list[list[float]], list[list[int]]]
+ImageSource = Callable[[], Awaitable[list[RawImage]]]
 
 
 @dataclass(eq=False)
@@ -146,17 +148,23 @@ class Predictor:
     # ------------------------------------------------------------------ the request path
 
     async def predict(
-        self, images: list[RawImage], *, model: str | None, top_k: int
+        self, read_images: ImageSource, *, model: str | None, top_k: int
     ) -> PredictResponse:
-        """Classify ``images`` (all or none: one bad image refuses the request, see docs)."""
+        """Classify the images ``read_images()`` returns (all or none: one bad image refuses
+        the request, see docs).
+
+        Reading the body happens in here, inside ``batcher.incoming()``, so that a batch being
+        formed knows this request is on its way and may wait ``MAX_BATCH_WAIT_MS`` for it.
+        """
         slot = self.slot(model)
         loaded = self.loaded(slot)
         if top_k > len(loaded.labels):
             raise BadRequestError(
                 f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
             )
-        started = time.perf_counter()
         with slot.batcher.incoming():
+            images = await read_images()
+            started = time.perf_counter()
             if sum(len(image.data) for image in images) > self.settings.decode_inline_bytes:
                 loop = asyncio.get_running_loop()
                 batch = await loop.run_in_executor(

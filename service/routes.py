@@ -12,7 +12,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import Parameter
 
 from service import metrics
-from service.inputs import parse_images
+from service.inputs import RawImage, parse_images
 from service.predictor import Predictor
 from service.schemas import (
     ErrorResponse,
@@ -84,12 +84,13 @@ class PredictController(Controller):
         model: str | None = Parameter(default=None, description="model name (default model)"),
     ) -> PredictResponse:
         """One result per image, in input order. One bad image refuses the whole request."""
-        predictor.loaded(predictor.slot(model))  # fail fast before reading a large body
-        body = await request.body()
-        images = parse_images(
-            request.headers.get("content-type"), body, max_images=settings.max_images
-        )
-        return await predictor.predict(images, model=model, top_k=top_k)
+
+        async def read_images() -> list[RawImage]:
+            body = await request.body()
+            content_type = request.headers.get("content-type")
+            return parse_images(content_type, body, max_images=settings.max_images)
+
+        return await predictor.predict(read_images, model=model, top_k=top_k)
 
 
 class InfoController(Controller):
