@@ -58,7 +58,8 @@ MODEL_VERSION = Gauge(
     multiprocess_mode="liveall",
 )
 RELOADS = Counter(
-    "imgclf_model_reloads_total", "model load attempts by outcome (loaded, refused)",
+    "imgclf_model_reloads_total",
+    "model load attempts by outcome (loaded; refused: failed validation; failed: will retry)",
     ["model", "outcome"],
 )
 

@@ -53,6 +53,7 @@ class ModelSlot:
     batcher: MicroBatcher[LoadedModel]
     current: LoadedModel | None = None
     refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
+    last_problem: str | None = None  # the last load failure logged (logged once, not per poll)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 

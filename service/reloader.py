@@ -25,7 +25,7 @@ from service.loader import LoadedModel, load_model
 from service.predictor import ModelSlot, Predictor
 from service.schemas import AdminResponse
 from training import registry
-from training.registry import RegistryError
+from training.registry import ArtifactValidationError, RegistryError
 
 log = logging.getLogger(__name__)
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -75,11 +75,22 @@ class Reloader:
                 load_model, self.settings.model_registry, slot.name, version,
                 device=self.predictor.device, warmup_batch=self.settings.max_batch_size,
             )
-        except (RegistryError, OSError, ValueError, RuntimeError) as exc:
+        except ArtifactValidationError as exc:
+            # The version is there and bad; versions are immutable, so never retry it by poll.
             slot.refused[version] = str(exc)
             metrics.RELOADS.labels(slot.name, "refused").inc()
             log.error("refused %s v%s, still serving %s: %s", slot.name, version,
                       f"v{slot.current.version}" if slot.current else "nothing", exc)
+            raise ArtifactRejectedError(
+                f"{slot.name} version {version} was refused: {exc}"
+            ) from exc
+        except (RegistryError, OSError, ValueError, RuntimeError) as exc:
+            # Missing files (a half-copied registry, a network mount hiccup), an unknown
+            # architecture...: counted and retried at the next poll, logged once per reason.
+            metrics.RELOADS.labels(slot.name, "failed").inc()
+            if slot.last_problem != str(exc):
+                slot.last_problem = str(exc)
+                log.warning("cannot load %s v%s yet: %s", slot.name, version, exc)
             raise ArtifactRejectedError(
                 f"{slot.name} version {version} was refused: {exc}"
             ) from exc
@@ -105,6 +116,7 @@ class Reloader:
                 return production
             self.predictor.install(slot, loaded)
             slot.refused.pop(production, None)
+            slot.last_problem = None
             metrics.RELOADS.labels(slot.name, "loaded").inc()
             return production
 
