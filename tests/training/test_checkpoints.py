@@ -34,7 +34,8 @@ def test_resume_continues_bit_identically(tiny_config):
     # schedule is the same; patience=0 would change the history, so cut the epoch loop instead.
     interrupted_cfg = tiny_config(run_name="interrupted", **common)
     _run_epochs(interrupted_cfg, 2)
-    resumed = main(tiny_config(resume=str(Path(interrupted_cfg.runs_dir) / "interrupted" / "checkpoints" / "last.pt"), **common))
+    last = Path(interrupted_cfg.runs_dir) / "interrupted" / "checkpoints" / "last.pt"
+    resumed = main(tiny_config(resume=str(last), **common))
     a = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert b["epoch"] == 2
