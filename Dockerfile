@@ -22,15 +22,23 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
+# ---------------------------------------------------------------- requirements from pyproject.toml
+# The pins live in pyproject.toml only. They are extracted in a stage of their own and copied
+# into `deps` by content, so an edit elsewhere in pyproject.toml (a linter setting, the version)
+# does not invalidate the multi-GB dependency layers; only a changed pin does.
+FROM base AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; torch = [d for d in deps if d.split('=')[0].strip() in ('torch', 'torchvision')]; open('/tmp/torch.txt', 'w').write('\n'.join(torch) + '\n'); open('/tmp/rest.txt', 'w').write('\n'.join(d for d in deps if d not in torch) + '\n')"
+
 # ---------------------------------------------------------------- deps: the virtualenv only
 FROM base AS deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_INDEX_URL=https://pypi.org/simple
 RUN python -m venv "$VIRTUAL_ENV"
-# Only pyproject.toml is copied here, so editing source code never invalidates these layers.
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; torch = [d for d in deps if d.split('=')[0].strip() in ('torch', 'torchvision')]; open('/tmp/torch.txt', 'w').write('\n'.join(torch) + '\n'); open('/tmp/rest.txt', 'w').write('\n'.join(d for d in deps if d not in torch) + '\n')"
+# No source code here: editing it never invalidates these layers.
+COPY --from=requirements /tmp/torch.txt /tmp/torch.txt
 RUN pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt
+COPY --from=requirements /tmp/rest.txt /tmp/rest.txt
 RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/rest.txt \
  && python -c "import torch, torchvision, litestar, gunicorn, croniter; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 

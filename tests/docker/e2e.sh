@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# End-to-end test of the Docker deployment against a real engine (not part of CI: it builds
+# multi-GB images and trains for real).
+#
+#   build -> `docker compose up -d --wait` (trainer's first promotion, then a healthy api)
+#   -> POST Fashion-MNIST test images from the host -> force a second retraining run
+#   -> the api answers with the new version (hot reload) -> `docker compose down -v`
+#
+# Usage: bash tests/docker/e2e.sh
+# Env:   TORCH_INDEX_URL (default here: PyPI, as PyTorch's own index is unreachable from this
+#        machine; the Dockerfile's own default is the CPU index), API_PORT (18000),
+#        TRAIN_EPOCHS (1: fast; production uses 15), KEEP_UP=1 to leave the stack running.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-imgclf-e2e}
+export TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
+export API_PORT=${API_PORT:-18000}
+export ADMIN_TOKEN=${ADMIN_TOKEN:-e2e-$RANDOM$RANDOM}
+export TRAIN_EPOCHS=${TRAIN_EPOCHS:-1}
+export SCHEDULE_MIN_ACCURACY=${SCHEDULE_MIN_ACCURACY:-0.5}
+export MODEL_NAME=${MODEL_NAME:-fashion-mnist}
+BASE="http://127.0.0.1:${API_PORT}"
+WORK=$(mktemp -d)
+T0=$(date +%s)
+LAST=$T0
+
+step() { # step NAME: print the time the previous step took and the total so far
+  local now; now=$(date +%s)
+  printf '\n[e2e %s +%3ss total %4ss] %s\n' "$(date +%H:%M:%S)" "$((now - LAST))" "$((now - T0))" "$*"
+  LAST=$now
+}
+fail() { echo "E2E FAILED: $*" >&2; exit 1; }
+
+cleanup() {
+  local code=$?
+  if [ "$code" != 0 ]; then
+    echo "--- last logs (exit $code) ---"
+    docker compose logs --no-color --tail=60 || true
+  fi
+  if [ "${KEEP_UP:-0}" != 1 ]; then
+    step "docker compose down -v"
+    docker compose down -v --remove-orphans --timeout 30 || true
+  fi
+  rm -rf "$WORK"
+  step "done (exit $code)"
+}
+trap cleanup EXIT
+
+production() { docker compose exec -T trainer cat "/registry/$MODEL_NAME/production" | tr -d '[:space:]'; }
+
+step "static config check: docker compose config"
+docker compose config -q
+docker compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
+docker compose --profile tensorboard config -q
+
+step "docker compose build (TORCH_INDEX_URL=$TORCH_INDEX_URL)"
+docker compose build
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^imgclf-(api|trainer):'
+
+step "docker compose up -d --wait (first training run, then the api)"
+docker compose down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+docker compose up -d --wait --wait-timeout 1500
+docker compose ps
+v1=$(production)
+[ -n "$v1" ] || fail "no production version after up"
+echo "production version after the first run: $v1"
+docker compose logs --no-color trainer | grep -E "retrain $MODEL_NAME: " | tail -1
+
+step "the api: ready, non-root, registry read-only"
+ready=$(curl -fsS "$BASE/health/ready")
+echo "$ready"
+echo "$ready" | grep -q "\"$MODEL_NAME\":\"$v1\"" || fail "api not serving v$v1: $ready"
+[ "$(docker compose exec -T api id -u)" != 0 ] || fail "api runs as root"
+[ "$(docker compose exec -T trainer id -u)" != 0 ] || fail "trainer runs as root"
+if docker compose exec -T api sh -c "touch /registry/x" 2>/dev/null; then fail "registry writable from api"; fi
+
+step "POST Fashion-MNIST test images from the host"
+IDX=/usr/share/datasets/fashion-mnist
+if [ ! -f "$IDX/t10k-images-idx3-ubyte.gz" ]; then  # no Debian package on this host: take the image's
+  IDX=$WORK
+  docker compose cp trainer:/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz "$IDX/"
+  docker compose cp trainer:/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "$IDX/"
+fi
+# The first 8 test images as PNG files, written with the standard library only (zlib + struct).
+python3 - "$IDX" "$WORK" <<'PY'
+import gzip, struct, sys, zlib
+src, out = sys.argv[1], sys.argv[2]
+images = gzip.open(f"{src}/t10k-images-idx3-ubyte.gz").read()[16:]
+labels = gzip.open(f"{src}/t10k-labels-idx1-ubyte.gz").read()[8:]
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(8):
+    pixels = images[i * 784:(i + 1) * 784]
+    raw = b"".join(b"\x00" + pixels[r * 28:(r + 1) * 28] for r in range(28))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    open(f"{out}/{i}.png", "wb").write(png)
+open(f"{out}/labels.txt", "w").write(" ".join(str(b) for b in labels[:8]))
+PY
+forms=()
+for i in 0 1 2 3 4 5 6 7; do forms+=(-F "file=@$WORK/$i.png;type=image/png"); done
+curl -fsS -X POST "$BASE/predict?top_k=2" "${forms[@]}" -o "$WORK/answer.json"
+python3 - "$WORK" "$v1" <<'PY'
+import json, sys
+work, expected = sys.argv[1], sys.argv[2]
+answer = json.load(open(f"{work}/answer.json"))
+truth = [int(x) for x in open(f"{work}/labels.txt").read().split()]
+got = [p["index"] for p in answer["predictions"]]
+print(f"model {answer['model']} v{answer['version']}:", [p["label"] for p in answer["predictions"]])
+print(f"correct {sum(g == t for g, t in zip(got, truth))}/8 (truth {truth})")
+assert answer["version"] == expected, answer["version"]
+assert sum(g == t for g, t in zip(got, truth)) >= 6, "a trained Fashion-MNIST model gets most right"
+PY
+# the single-image raw-body form, as in the README's curl example
+curl -fsS -X POST "$BASE/predict" -H "Content-Type: image/png" --data-binary "@$WORK/0.png"; echo
+
+step "force a second retraining run (schedule --once, warm start) while requests keep flowing"
+( end=$((SECONDS + 600)); n=0; bad=0
+  while [ ! -f "$WORK/stop" ] && [ $SECONDS -lt $end ]; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BASE/predict" -H "Content-Type: image/png" \
+      --data-binary "@$WORK/0.png") || code=000
+    n=$((n + 1)); [ "$code" = 200 ] || bad=$((bad + 1))
+    sleep 0.2
+  done; echo "$n $bad" > "$WORK/load" ) &
+LOAD_PID=$!
+set +e
+docker compose exec -T -e SCHEDULE_WARM_START=true -e SCHEDULE_PROMOTION_MARGIN=-0.02 \
+  trainer python -m training schedule --once 2>&1 | grep -E "retrain |exit code|ERROR|Error"
+code=${PIPESTATUS[0]}
+set -e
+[ "$code" = 0 ] || fail "schedule --once exited $code"
+v2=$(production)
+echo "production: v$v1 -> v$v2"
+[ "$v2" != "$v1" ] || fail "the second run was not promoted"
+
+step "the api answers with the new version (hot reload, no restart)"
+deadline=$((SECONDS + 60))
+until curl -fsS -X POST "$BASE/predict" -H "Content-Type: image/png" --data-binary "@$WORK/0.png" \
+    | grep -q "\"version\":\"$v2\""; do
+  [ $SECONDS -lt $deadline ] || fail "api still not serving v$v2 after 60 s"
+  sleep 0.5
+done
+sleep 3  # every worker has polled the pointer by now
+touch "$WORK/stop"; wait "$LOAD_PID"
+read -r sent bad < "$WORK/load"
+echo "requests during retraining and swap: $sent sent, $bad failed"
+[ "$bad" = 0 ] || fail "$bad requests failed during the swap"
+curl -fsS "$BASE/health/ready"; echo
+docker compose exec -T trainer sh -c "ls /registry/$MODEL_NAME/reports | tail -1 \
+  | xargs -I{} cat /registry/$MODEL_NAME/reports/{}" \
+  | python3 -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({k: r[k] for k in ('status','reason','durations')}))"
+[ "$(docker inspect -f '{{.RestartCount}}' "$(docker compose ps -q api)")" = 0 ] || fail "api restarted"
+step "E2E PASSED"
