@@ -10,9 +10,10 @@ import hmac
 
 from litestar import Controller, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from service.errors import AdminDisabledError, UnauthorizedError
 from service.reloader import Reloader
@@ -53,21 +54,23 @@ class AdminController(Controller):
     @post("/reload", status_code=200, responses=_ERRORS, summary="Load the production version now")
     async def reload(
         self,
-        reloader: Reloader,
+        reloader: NamedDependency[Reloader],
         model: str | None = Parameter(default=None, description="model name (default model)"),
     ) -> AdminResponse:
         return await reloader.reload(model)
 
     @post("/promote", status_code=200, responses=_ERRORS,
           summary="Make a published version production")
-    async def promote(self, data: PromoteRequest, reloader: Reloader) -> AdminResponse:
+    async def promote(
+        self, data: JSONBody[PromoteRequest], reloader: NamedDependency[Reloader]
+    ) -> AdminResponse:
         """Validates the version (hash, architecture, labels, test forward) before promoting."""
         return await reloader.promote(data.model, data.version)
 
     @post("/rollback", status_code=200, responses=_ERRORS, summary="Promote the previous version")
     async def rollback(
         self,
-        reloader: Reloader,
+        reloader: NamedDependency[Reloader],
         model: str | None = Parameter(default=None, description="model name (default model)"),
     ) -> AdminResponse:
         return await reloader.rollback(model)

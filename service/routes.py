@@ -7,6 +7,7 @@ and returns a schema. Errors are domain exceptions mapped to HTTP in ``service.e
 from dataclasses import dataclass
 
 from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
@@ -78,8 +79,8 @@ class PredictController(Controller):
     async def predict(
         self,
         request: Request,
-        predictor: Predictor,
-        settings: Settings,
+        predictor: NamedDependency[Predictor],
+        settings: NamedDependency[Settings],
         top_k: int = Parameter(default=1, ge=1, le=1000, description="classes per image"),
         model: str | None = Parameter(default=None, description="model name (default model)"),
     ) -> PredictResponse:
@@ -102,7 +103,7 @@ class InfoController(Controller):
         return HealthResponse(status="live")
 
     @get("/health/ready", summary="Every configured model is loaded (else 503)")
-    async def ready(self, predictor: Predictor) -> Response[HealthResponse]:
+    async def ready(self, predictor: NamedDependency[Predictor]) -> Response[HealthResponse]:
         loaded = {n: s.current.version for n, s in predictor.slots.items() if s.current}
         waiting = [name for name in predictor.settings.model_names if name not in loaded]
         if waiting:
@@ -114,7 +115,7 @@ class InfoController(Controller):
         return Response(HealthResponse(status="ready", models=loaded))
 
     @get("/models", tags=["models"], summary="What this worker serves, with metadata")
-    async def models(self, predictor: Predictor) -> ModelsResponse:
+    async def models(self, predictor: NamedDependency[Predictor]) -> ModelsResponse:
         infos = []
         for name, slot in predictor.slots.items():
             loaded = slot.current

@@ -1,0 +1,125 @@
+"""The micro-batcher on its own: images (not requests) are counted, versions never mix, a full
+queue refuses at once, a failed forward fails only its batch, a lone request does not wait."""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.batcher import MicroBatcher
+from service.errors import InferenceError, QueueFullError
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=20))
+
+
+class Recorder:
+    """A fake forward: records each batch as (key, [payload sizes]) and echoes payloads."""
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+
+    def __call__(self, key, payloads):
+        time.sleep(self.delay)
+        if key == self.fail_on:
+            raise RuntimeError("boom")
+        self.batches.append((key, [len(p) for p in payloads]))
+        return [f"{key}:{p}" for p in payloads]
+
+
+def _batcher(recorder, **kwargs) -> MicroBatcher:
+    options = {"max_batch": 8, "max_wait_s": 0.0, "max_queue": 100} | kwargs
+    return MicroBatcher(recorder, name="test", executor=ThreadPoolExecutor(1), **options)
+
+
+def test_concurrent_submissions_share_batches_counted_in_images():
+    recorder = Recorder(delay=0.05)
+
+    async def main():
+        batcher = _batcher(recorder)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit("v1", "abc", 3) for _ in range(6)))
+        await batcher.stop()
+        return results
+
+    assert _run(main()) == ["v1:abc"] * 6
+    sizes = [sum(sizes) for _, sizes in recorder.batches]
+    assert sum(sizes) == 18 and max(sizes) > 3 and all(size <= 8 for size in sizes)
+
+
+def test_items_of_different_versions_never_share_a_batch():
+    recorder = Recorder(delay=0.02)
+
+    async def main():
+        batcher = _batcher(recorder)
+        batcher.start()
+        keys = ["old", "old", "new", "old", "new", "new"]
+        results = await asyncio.gather(*(batcher.submit(key, "x", 1) for key in keys))
+        await batcher.stop()
+        return keys, results
+
+    keys, results = _run(main())
+    # A batch runs with one key; an item batched with another version would echo that key.
+    assert results == [f"{key}:x" for key in keys]
+    assert {key for key, _ in recorder.batches} == {"old", "new"}
+
+
+def test_full_queue_refuses_at_once():
+    recorder = Recorder(delay=0.3)
+
+    async def main():
+        batcher = _batcher(recorder, max_queue=2, max_batch=1)
+        batcher.start()
+        tasks = [asyncio.ensure_future(batcher.submit("v", "x", 1)) for _ in range(5)]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.stop()
+        return outcomes
+
+    outcomes = _run(main())
+    refused = [o for o in outcomes if isinstance(o, QueueFullError)]
+    assert refused and QueueFullError.headers["Retry-After"]
+    assert all(o == "v:x" for o in outcomes if not isinstance(o, Exception))
+
+
+def test_failed_forward_fails_only_its_batch():
+    recorder = Recorder(fail_on="bad")
+
+    async def main():
+        batcher = _batcher(recorder)
+        batcher.start()
+        with pytest.raises(InferenceError, match="boom"):
+            await batcher.submit("bad", "x", 1)
+        result = await batcher.submit("good", "y", 1)
+        await batcher.stop()
+        return result
+
+    assert _run(main()) == "good:y"
+
+
+def test_lone_request_does_not_wait_but_announced_ones_are_waited_for():
+    recorder = Recorder()
+
+    async def main():
+        batcher = _batcher(recorder, max_wait_s=1.0)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.submit("v", "x", 1)
+        lone = time.perf_counter() - started
+
+        async def late():
+            with batcher.incoming():  # e.g. still receiving its body
+                await asyncio.sleep(0.05)
+                return await batcher.submit("v", "late", 1)
+
+        both = await asyncio.gather(batcher.submit("v", "early", 1), late())
+        await batcher.stop()
+        return lone, both
+
+    lone, both = _run(main())
+    assert lone < 0.5
+    assert both == ["v:early", "v:late"]
+    assert recorder.batches[-1] == ("v", [5, 4])  # one forward for both

@@ -1,0 +1,145 @@
+"""App behaviour that needs to reach inside the process (slow or failing forwards, a
+read-only registry) or no server at all (settings), through Litestar's test clients."""
+
+import errno
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from litestar.testing import TestClient
+from pydantic import ValidationError
+from service_support import MODEL, TOKEN, band_images, encode
+
+from service.app import create_app
+from service.predictor import Predictor
+from service.settings import Settings
+from training import registry
+
+PNG = encode(band_images(1, seed=2)[0][0])
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _settings(reg, **overrides) -> Settings:
+    values = {"model_registry": reg, "model_name": MODEL, "torch_threads": 1,
+              "reload_interval_s": 0.2, "device": "cpu"} | overrides
+    return Settings(**values)
+
+
+def _wait_ready(client) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "model never loaded"
+        time.sleep(0.05)
+
+
+def _post(client):
+    return client.post("/predict", content=PNG, headers={"Content-Type": "image/png"})
+
+
+def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
+    with TestClient(create_app(_settings(registry_copy))) as client:
+        response = client.post("/admin/reload", headers=AUTH)
+        assert response.status_code == 403 and response.json()["error"] == "admin_disabled"
+        assert "ADMIN_TOKEN" in response.json()["detail"]
+
+
+def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
+    artifact = registry.load_artifact(registry_copy, MODEL)
+    metadata = {k: v for k, v in artifact.metadata.items()
+                if k not in ("version", "created_at", "weights_sha256")}
+    registry.promote(registry_copy, MODEL, registry.publish(registry_copy, metadata,
+                                                            artifact.model.state_dict()))
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(registry, "atomic_write_bytes", read_only)
+    with TestClient(create_app(_settings(registry_copy, admin_token=TOKEN))) as client:
+        _wait_ready(client)
+        for path, body in (("/admin/rollback", None), ("/admin/promote", {"version": "1"})):
+            response = client.post(path, headers=AUTH, json=body)
+            assert response.status_code == 409, response.text
+            assert response.json()["error"] == "registry_read_only"
+            assert "read-only" in response.json()["detail"]
+        assert _post(client).json()["version"] == "2"  # still serving
+
+
+def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
+    original = Predictor._run_batch
+
+    def slow(self, loaded, payloads):
+        time.sleep(0.3)
+        return original(self, loaded, payloads)
+
+    monkeypatch.setattr(Predictor, "_run_batch", slow)
+    app = create_app(_settings(registry_copy, max_queue=1, max_batch_size=1))
+    with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
+        _wait_ready(client)  # concurrent callers share the client's event loop thread
+        responses = list(pool.map(lambda _: _post(client), range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert 200 in statuses and 503 in statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.json()["error"] == "overloaded" and refused.headers["retry-after"] == "1"
+    assert "MAX_QUEUE" in refused.json()["detail"]
+
+
+def test_failing_forward_is_a_json_500_and_the_worker_goes_on(registry_copy, monkeypatch):
+    original = Predictor._run_batch
+    calls = {"n": 0}
+
+    def flaky(self, loaded, payloads):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA fell over")
+        return original(self, loaded, payloads)
+
+    monkeypatch.setattr(Predictor, "_run_batch", flaky)
+    with TestClient(create_app(_settings(registry_copy))) as client:
+        _wait_ready(client)
+        failed = _post(client)
+        assert failed.status_code == 500 and failed.json()["error"] == "inference_failed"
+        assert "Traceback" not in failed.text
+        assert _post(client).status_code == 200
+
+
+def test_settings_come_from_the_environment(monkeypatch, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    monkeypatch.setenv("ADMIN_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("MODEL_NAME", "a, b")
+    monkeypatch.setenv("MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    settings = Settings()
+    assert settings.admin_token.get_secret_value() == "from-a-file"
+    assert settings.model_names == ["a", "b"] and settings.default_model == "a"
+    assert settings.max_batch_size == 16
+    assert settings.resolved_torch_threads == max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.setenv("ADMIN_TOKEN", "direct")
+    assert Settings().admin_token.get_secret_value() == "direct"
+
+
+@pytest.mark.parametrize(("name", "value"), [("MODEL_NAME", "../etc"), ("DEVICE", "tpu"),
+                                             ("MAX_BATCH_SIZE", "0"), ("TOP_SECRET", None)])
+def test_bad_settings_fail_at_startup_naming_the_variable(monkeypatch, name, value):
+    if value is None:
+        Settings()  # unknown variables are ignored: the environment is shared
+        return
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
+
+
+def test_multiple_models_are_served_by_name(trained_registry):
+    settings = _settings(trained_registry, model_name=f"{MODEL},absent")
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30
+        while not client.get("/models").json()["models"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _post(client).json()["model"] == MODEL  # the first name is the default
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "absent" in ready.json()["detail"]
+        missing = client.post("/predict?model=absent", content=PNG,
+                              headers={"Content-Type": "image/png"})
+        assert missing.status_code == 503 and missing.json()["error"] == "model_not_ready"
