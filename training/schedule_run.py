@@ -143,7 +143,12 @@ class RetrainRun:
         """Production's verified weights file, when warm start is on and the architecture fits."""
         if not self.settings.warm_start or production is None:
             return None
-        artifact = registry.load_artifact(self.registry, self.name, production)  # checks sha256
+        try:
+            artifact = registry.load_artifact(self.registry, self.name, production)  # checks sha256
+        except (registry.RegistryError, OSError) as exc:
+            # A broken production model must not block the run that can replace it.
+            log.warning("warm start skipped: production v%s is unreadable: %s", production, exc)
+            return None
         meta = artifact.metadata
         if meta["architecture"] != self.recipe["model"] or \
                 meta["architecture_kwargs"] != self.recipe["model_kwargs"]:

@@ -225,6 +225,19 @@ def test_warm_start_initialises_from_production_weights(job_env):
         last["production"]["test_accuracy"])
 
 
+def test_tampered_production_is_replaced_by_a_good_candidate(job_env):
+    assert run_schedule(once=True) == EXIT_OK
+    weights = job_env.registry / NAME / "1" / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: the service cannot load it
+    job_env(SCHEDULE_WARM_START="true")
+    assert run_schedule(once=True) == EXIT_OK
+    assert production(job_env.registry) == "2"
+    last = reports(job_env.registry)[-1]
+    assert last["candidate"]["warm_start_from"] is None
+    assert last["production"]["source"] == "unavailable"
+    assert "no comparable production model" in last["reason"]
+
+
 def test_invalid_settings_exit_2_naming_the_variable(job_env, caplog):
     job_env(SCHEDULE_CRON="every tuesday")
     assert run_schedule(once=True) == EXIT_CONFIG
