@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from training.loader import BatchLoader
 from training.preprocess import EvalTransform
+from training.ranks import sum_across_ranks
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,6 @@ class Runtime:
     def prepare(self, images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
         x = transform(images.to(self.device, non_blocking=True))  # (N, C, H, W) float32
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def _sum_across_ranks(*values: float) -> list[float]:
-    """Sum per-rank totals over all processes (a no-op without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values)
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
 
 
 def train_one_epoch(
@@ -95,7 +85,7 @@ def train_one_epoch(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{batch_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
     seconds = time.perf_counter() - started
-    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
+    loss_sum, correct, count = sum_across_ranks(loss_sum, correct, count)
     return {"loss": loss_sum / count, "accuracy": correct / count,
             "samples_per_s": count / seconds if seconds else 0.0}
 
@@ -120,5 +110,5 @@ def evaluate(
         loss_sum += criterion(logits.float(), y).item() * len(y)
         correct += (logits.argmax(dim=1) == y).sum().item()
         count += len(y)
-    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
+    loss_sum, correct, count = sum_across_ranks(loss_sum, correct, count)
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "samples": count}

@@ -22,6 +22,7 @@ from training.loader import BatchLoader
 from training.metrics_log import MetricsLogger
 from training.optim import build_optimizer, build_scheduler, trainable_parameters
 from training.preprocess import EvalTransform
+from training.ranks import barrier, broadcast_from_main
 from training.runtime import resolve_runtime
 from training.storage import safe_torch_load
 
@@ -90,7 +91,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if runtime.autocast_dtype is torch.float16 else None
 
-    run_dir = _run_dir(cfg)
+    run_dir = broadcast_from_main(_run_dir(cfg))  # one clock names the run on every rank
     ckpt_dir = run_dir / "checkpoints"
     start_epoch, global_step, best, history = 0, 0, float("-inf"), []
     if cfg.resume:
@@ -143,7 +144,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", state)
             logger.epoch(record, train_stats["samples_per_s"], improved)
-        _barrier()
+        barrier()
 
     best_state = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best_state["model_state_dict"])
@@ -158,7 +159,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
         logger.finish(metrics)
         if cfg.publish:
             version = publish_model(cfg, data, model, metrics)
-    _barrier()
+    barrier()
     return TrainResult(run_dir, best, metrics, version, len(history))
 
 
@@ -170,11 +171,6 @@ def _epochs_since_improvement(history: list[dict], min_delta: float) -> int:
         else:
             bad += 1
     return bad
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics: dict) -> str:
