@@ -27,12 +27,13 @@ def _scalar_type(annotation):
     return annotation
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = True) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         default = f.default if f.default is not MISSING else f.default_factory()
-        kwargs = {"help": f"{meta.pop('help')} (default: {default})", "default": default}
+        kwargs = {"help": f"{meta.pop('help')} (default: {default})",
+                  "default": default if with_defaults else argparse.SUPPRESS}
         choices = meta.pop("choices")
         kind = _scalar_type(f.type)
         if kind is bool:
@@ -47,10 +48,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **kwargs)
 
 
+def explicit_options(train_argv: list[str]) -> dict:
+    """Only the options the user typed (no defaults), to lay over a resumed run's config."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_config_arguments(parser, with_defaults=False)
+    return vars(parser.parse_known_args(train_argv)[0])
+
+
+def resolve_train_config(args: argparse.Namespace, train_argv: list[str]) -> TrainConfig:
+    """The command line's config; with ``--resume``, the checkpoint's own config with only the
+    options given explicitly laid over it, so ``--resume last.pt`` alone continues that run."""
+    if not args.resume:
+        return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    from training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(Path(args.resume))["config"]
+    return TrainConfig.from_dict({**saved, **explicit_options(train_argv), "resume": args.resume})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from training.distributed import run_training
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg = resolve_train_config(args, args.train_argv)
     result = run_training(cfg)
     if result is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
@@ -130,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.train_argv = argv[argv.index("train") + 1 :] if args.command == "train" else []
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

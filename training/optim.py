@@ -50,7 +50,11 @@ def build_scheduler(
 
 
 def trainable_parameters(model: nn.Module, *, head: str, freeze_backbone: bool, arch_name: str):
-    """All parameters, or only the classifier head's under ``--freeze-backbone``."""
+    """All parameters, or only the classifier head's under ``--freeze-backbone``.
+
+    Frozen BatchNorm layers keep their running statistics (momentum 0): train mode still
+    normalises with batch statistics, as the seeds' ``requires_grad=False`` recipe did, but
+    evaluation keeps using the pretrained ones."""
     if not freeze_backbone:
         return [p for p in model.parameters() if p.requires_grad]
     if not head:
@@ -58,6 +62,9 @@ def trainable_parameters(model: nn.Module, *, head: str, freeze_backbone: bool, 
     head_module = model.get_submodule(head)
     for p in model.parameters():
         p.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0  # frozen means frozen: keep the pretrained running statistics
     for p in head_module.parameters():
         p.requires_grad_(True)
     return list(head_module.parameters())

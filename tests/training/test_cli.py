@@ -62,3 +62,14 @@ def test_resume_from_a_corrupt_checkpoint_fails_cleanly(idx_dir, tmp_path):
     proc = run(TRAIN + ["--data-dir", str(idx_dir), "--model", "mlp", "--resume", str(bad)], tmp_path)
     assert proc.returncode == 2
     assert "not a loadable weights-only torch file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_with_only_the_checkpoint_continues_that_run(idx_dir, tmp_path):
+    first = run(TRAIN + ["--data-dir", str(idx_dir), "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
+                         "--epochs", "1", "--scheduler", "none", "--run-name", "r", "--precision", "fp32",
+                         "--no-publish"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = run(TRAIN + ["--resume", "runs/r/checkpoints/last.pt", "--epochs", "2", "--no-publish"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "'model': 'mlp'" in resumed.stderr and "epoch 2/2" in resumed.stderr
+    assert "epoch 1/2" not in resumed.stderr  # epoch 1 came from the checkpoint

@@ -49,8 +49,8 @@ def test_resumed_distributed_run_matches_an_uninterrupted_one(idx_dir, tmp_path)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_nccl_single_process_group(idx_dir, tmp_path):
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "training", "train",
-            "--data-dir", str(idx_dir), "--model", "mlp", "--epochs", "1", "--device", "cuda",
-            "--runs-dir", "runs", "--registry", "reg", "--no-progress"]
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+            "-m", "training", "train", "--data-dir", str(idx_dir), "--model", "mlp", "--epochs", "1",
+            "--device", "cuda", "--runs-dir", "runs", "--registry", "reg", "--no-progress"]
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "backend nccl" in proc.stderr, proc.stderr[-2000:]

@@ -39,3 +39,25 @@ def test_sgd_options_reach_the_optimizer():
 def test_unknown_names_fail_listing_valid_choices(field, value):
     with pytest.raises(ValueError, match="Valid"):
         TrainConfig(**{field: value})
+
+
+def test_freeze_backbone_trains_the_head_only_and_keeps_bn_statistics(tmp_path):
+    import models
+    from training.optim import trainable_parameters
+
+    model = models.build_model("resnet18", num_classes=3, in_channels=1, image_size=(16, 16))
+    params = trainable_parameters(model, head="fc", freeze_backbone=True, arch_name="resnet18")
+    assert {id(p) for p in params} == {id(p) for p in model.fc.parameters()}
+    before = model.bn1.running_mean.clone()
+    model.train()
+    model(torch.randn(4, 1, 16, 16) * 5 + 3)
+    assert torch.equal(model.bn1.running_mean, before)
+
+
+def test_freeze_backbone_on_a_model_without_head_is_refused():
+    import models
+    from training.optim import trainable_parameters
+
+    model = models.build_model("mlp", num_classes=3, in_channels=1, image_size=(8, 8))
+    with pytest.raises(ValueError, match="separate head"):
+        trainable_parameters(model, head="", freeze_backbone=True, arch_name="mlp")
