@@ -42,9 +42,10 @@ COPY --from=requirements /tmp/rest.txt /tmp/rest.txt
 RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/rest.txt \
  && python -c "import torch, torchvision, litestar, gunicorn, croniter; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
-# ---------------------------------------------------------------- runtime: venv, no build tools
-FROM base AS runtime
-COPY --from=deps /opt/venv /opt/venv
+# ---------------------------------------------------------------- runtime: the venv, no source yet
+# Built on `deps` directly: it holds only wheels (no compilers, no pip cache), and copying a
+# multi-GB venv into a fresh stage would just store it twice.
+FROM deps AS runtime
 WORKDIR /app
 ENV PYTHONPATH=/app \
     MODEL_REGISTRY=/registry \

@@ -34,7 +34,8 @@ RECIPE_DEFAULTS = {"progress": False}
 class ScheduleSettings(BaseSettings):
     """When the job runs, where it writes, and the promotion policy."""
 
-    model_config = SettingsConfigDict(env_prefix="SCHEDULE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SCHEDULE_", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
 
     registry: Path = Field(
         Path("registry"),
@@ -116,7 +117,8 @@ def zone_info(name: str) -> tzinfo:
 
 
 class _RecipeBase(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=RECIPE_PREFIX, extra="ignore")
+    # env_ignore_empty: compose passes an unset `${TRAIN_DATA_DIR:-}` as "", meaning "default".
+    model_config = SettingsConfigDict(env_prefix=RECIPE_PREFIX, extra="ignore", env_ignore_empty=True)
 
 
 def recipe_settings_class() -> type[BaseSettings]:

@@ -250,6 +250,12 @@ def test_unknown_recipe_variable_fails_listing_valid_ones(job_env):
         load_recipe()
 
 
+def test_empty_optional_recipe_variables_mean_unset(job_env):
+    job_env(TRAIN_DATA_DIR="", TRAIN_PATIENCE="", TRAIN_EPOCHS="7")
+    recipe = load_recipe()
+    assert recipe["data_dir"] is None and recipe["patience"] is None and recipe["epochs"] == 7
+
+
 def test_job_owned_fields_cannot_be_set_through_the_recipe(job_env):
     job_env(TRAIN_REGISTRY="/elsewhere")
     with pytest.raises(ValueError, match="set by the job itself"):
