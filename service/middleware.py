@@ -23,6 +23,17 @@ class ObservabilityMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._cache: dict[tuple[str, str, int], tuple] = {}
+
+    def _children(self, method: str, route: str, status: int) -> tuple:
+        """Labelled metric children, resolved once per (method, route, status)."""
+        key = (method, route, status)
+        children = self._cache.get(key)
+        if children is None:
+            children = (metrics.REQUESTS.labels(method, route, str(status)),
+                        metrics.REQUEST_LATENCY.labels(method, route))
+            self._cache[key] = children
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,8 +65,9 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope["method"]
-            metrics.REQUESTS.labels(method, route, str(status)).inc()
-            metrics.REQUEST_LATENCY.labels(method, route).observe(elapsed)
+            counter, histogram = self._children(method, route, status)
+            counter.inc()
+            histogram.observe(elapsed)
             if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
                 log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
             REQUEST_ID.reset(token)

@@ -54,6 +54,10 @@ class ModelSlot:
     current: LoadedModel | None = None
     refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
     last_problem: str | None = None  # the last load failure logged (logged once, not per poll)
+
+    def __post_init__(self) -> None:
+        self.decode_time = metrics.DECODE_TIME.labels(self.name)
+        self.images = metrics.IMAGES.labels(self.name)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -173,7 +177,7 @@ class Predictor:
                 )
             else:  # small bodies: a thread hop would cost more than decoding here
                 batch = self.decode(images, loaded.spec)
-        metrics.DECODE_TIME.labels(slot.name).observe(time.perf_counter() - started)
+        slot.decode_time.observe(time.perf_counter() - started)
         limit = self.settings.max_batch_size
         if len(batch) <= limit:
             results = [await slot.batcher.submit(loaded, (batch, top_k), len(batch))]
@@ -182,7 +186,7 @@ class Predictor:
                 *(slot.batcher.submit(loaded, (chunk, top_k), len(chunk))
                   for chunk in torch.split(batch, limit))
             )
-        metrics.IMAGES.labels(slot.name).inc(len(batch))
+        slot.images.inc(len(batch))
         return self.encode(loaded, results, top_k)
 
     def decode(self, images: list[RawImage], spec: InputSpec) -> torch.Tensor:

@@ -23,7 +23,6 @@ from service.schemas import (
     ModelsResponse,
     PredictResponse,
 )
-from service.settings import Settings
 
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorResponse, description=text)
@@ -80,16 +79,17 @@ class PredictController(Controller):
         self,
         request: Request,
         predictor: NamedDependency[Predictor],
-        settings: NamedDependency[Settings],
         top_k: int = Parameter(default=1, ge=1, le=1000, description="classes per image"),
         model: str | None = Parameter(default=None, description="model name (default model)"),
     ) -> PredictResponse:
         """One result per image, in input order. One bad image refuses the whole request."""
+        # One dependency only: Litestar resolves several in an anyio task group per request.
+        max_images = predictor.settings.max_images
 
         async def read_images() -> list[RawImage]:
             body = await request.body()
             content_type = request.headers.get("content-type")
-            return parse_images(content_type, body, max_images=settings.max_images)
+            return parse_images(content_type, body, max_images=max_images)
 
         return await predictor.predict(read_images, model=model, top_k=top_k)
 

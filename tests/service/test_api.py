@@ -5,6 +5,7 @@ import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -194,14 +195,15 @@ def test_concurrent_requests_are_batched_and_counted_across_workers(server, imag
     before_ok = count("200")
     png = encode(images[4])
 
-    def call(_):
-        with server.fresh() as client:
-            return client.post("/predict", content=png, headers={"Content-Type": "image/png"})
-
-    with ThreadPoolExecutor(32) as pool:
-        statuses = [r.status_code for r in pool.map(call, range(160))]
-    assert statuses == [200] * 160
-    assert count("200") - before_ok == 160  # both workers' counters, summed
+    # One client, 32 connections: the kernel spreads them over both workers.
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    with httpx.Client(base_url=server.url, limits=limits, timeout=30) as client, \
+            ThreadPoolExecutor(32) as pool:
+        statuses = [r.status_code for r in pool.map(
+            lambda _: client.post("/predict", content=png, headers={"Content-Type": "image/png"}),
+            range(128))]
+    assert statuses == [200] * 128
+    assert count("200") - before_ok == 128  # both workers' counters, summed
     batches = sum(server.metric(r'^imgclf_batch_size_images_count\{'))
     singles = sum(server.metric(r'^imgclf_batch_size_images_bucket\{.*le="1.0"'))
     assert batches > singles, "no forward pass ever held more than one image"
