@@ -109,7 +109,22 @@ def publish(reg: Path, name: str, arch: str, spec: InputSpec) -> None:
 
 def in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],
                per_request: int, seconds: float) -> dict:
-    """Best images/s of decode + preprocess + forward + top-1, and one call of ``per_request``."""
+    """Best images/s of decode + preprocess + forward + top-1, and one call of ``per_request``.
+
+    Measured with 1 and with ``threads`` intra-op threads, keeping the faster: on a busy
+    machine two OpenMP threads can be much slower than one, and the limit must be the best
+    this process can do, never a handicapped one.
+    """
+    results = [_in_process(reg, name, bodies, threads=t, batches=batches,
+                           per_request=per_request, seconds=seconds)
+               for t in sorted({1, threads})]
+    best = max(results, key=lambda r: r["best_ips"])
+    best["call_ms"] = min(r["call_ms"] for r in results)
+    return best
+
+
+def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],
+                per_request: int, seconds: float) -> dict:
     torch.set_num_threads(threads)
     artifact = registry.load_artifact(reg, name)
     spec, model = artifact.input_spec, artifact.model
@@ -136,7 +151,7 @@ def in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batch
         call(chunk)
         timings.append(time.perf_counter() - started)
     best = max(rates, key=rates.get)
-    return {"rates": rates, "best_batch": best, "best_ips": rates[best],
+    return {"rates": rates, "best_batch": best, "best_ips": rates[best], "threads": threads,
             "call_ms": float(np.median(timings)) * 1e3}
 
 
@@ -209,6 +224,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s runs instead of 10 s")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the `finally`: stop servers
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     seconds = 3.0 if args.quick else 10.0
@@ -243,7 +259,8 @@ def main() -> None:
         reg, "mlp", grey, threads=WORKERS, batches=[32], per_request=32, seconds=0.2)["call_ms"])
     for key, limit in limits.items():
         print(f"in-process limit {key}: {limit['best_ips']:.0f} images/s at batch "
-              f"{limit['best_batch']}, one call {limit['call_ms']:.2f} ms", flush=True)
+              f"{limit['best_batch']} with {limit['threads']} torch thread(s), one call "
+              f"{limit['call_ms']:.2f} ms", flush=True)
 
     scenarios = [  # (label, model, body dir, count, content type, images/request, limit, env)
         ("mlp 1 png", "mlp", "mlp1", len(grey), raw_png, 1, "mlp", {}),

@@ -142,7 +142,9 @@ def exception_to_http_response(request: Request, exc: Exception) -> Response:
         )
         detail = str(exc.detail)
         if status == 413:
-            detail = "request body too large (MAX_BODY_BYTES)"
+            settings = request.app.state.get("settings")
+            limit = f"={settings.max_body_bytes} bytes" if settings is not None else ""
+            detail = f"request body too large: the limit is MAX_BODY_BYTES{limit}"
         return _json(request, status, code, detail, dict(exc.headers or {}))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _json(request, 500, "internal_error", "internal server error; see the server log", {})
