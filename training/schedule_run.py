@@ -223,12 +223,17 @@ class RetrainRun:
         candidate = r["candidate"] or {}
         accuracy = (candidate.get("metrics") or {}).get(METRIC)
         level = {"promoted": logging.INFO, "kept": logging.INFO}.get(r["status"], logging.ERROR)
-        log.log(level, "retrain %s: %s: %s | candidate v%s %s=%s | production v%s -> v%s "
+        production = r["production"] or {}
+        log.log(level, "retrain %s: %s: %s | candidate %s %s=%s | production %s -> %s "
                 "| %.1f s | report %s",
-                self.name, r["status"], r["reason"], candidate.get("version"), METRIC,
+                self.name, r["status"], r["reason"], _v(candidate.get("version")), METRIC,
                 "n/a" if accuracy is None else f"{accuracy:.4f}",
-                (r["production"] or {}).get("version_before"),
-                (r["production"] or {}).get("version_after"), r["durations"]["total_s"], path)
+                _v(production.get("version_before")), _v(production.get("version_after")),
+                r["durations"]["total_s"], path)
+
+
+def _v(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
 
 
 def prune_runs(runs_dir: Path, name: str, keep: int) -> list[str]:
