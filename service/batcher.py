@@ -102,14 +102,20 @@ class MicroBatcher(Generic[K]):
         finally:
             self._incoming -= 1
 
-    async def submit(self, key: K, payload: Any, count: int) -> Any:
-        """Queue ``count`` images and wait for their result; raises QueueFullError when full."""
+    def check_capacity(self, count: int = 1) -> None:
+        """Raise QueueFullError if ``count`` more images would not fit (an empty queue always
+        takes a request, however large). Called before decoding too, so that an overloaded
+        worker refuses cheaply instead of decoding images it will throw away."""
         if self._queued_images + count > self.max_queue and self._queued_images > 0:
             self._m_rejected.inc()
             raise QueueFullError(
                 f"the inference queue is full ({self._queued_images} images waiting, "
                 f"MAX_QUEUE={self.max_queue}); retry shortly"
             )
+
+    async def submit(self, key: K, payload: Any, count: int) -> Any:
+        """Queue ``count`` images and wait for their result; raises QueueFullError when full."""
+        self.check_capacity(count)
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(key, payload, count, future))
         self._queued_images += count

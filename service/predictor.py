@@ -167,6 +167,7 @@ class Predictor:
             raise BadRequestError(
                 f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
             )
+        slot.batcher.check_capacity()
         with slot.batcher.incoming():
             images = await read_images()
             started = time.perf_counter()
