@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def start() -> None:
         await predictor.start()
         reloader.start()
+        await reloader.wait_first_round(settings.startup_load_wait_s)
 
     async def stop() -> None:
         await reloader.stop()

@@ -173,11 +173,12 @@ class MicroBatcher(Generic[K]):
                     if not item.future.done():
                         item.future.set_exception(InferenceError("the worker is shutting down"))
                 raise
-            except Exception as exc:  # a failed forward fails its batch, never the worker
+            except Exception:  # a failed forward fails its batch, never the worker
                 log.exception("forward pass failed for a batch of %d request(s)", len(batch))
-                for item in batch:
+                for item in batch:  # the reason is in the log; clients get no internals
                     if not item.future.done():
-                        item.future.set_exception(InferenceError(f"inference failed: {exc}"))
+                        item.future.set_exception(
+                            InferenceError("inference failed; the server log has the details"))
                 continue
             self._m_infer.observe(time.perf_counter() - started)
             for item, result in zip(batch, results, strict=True):

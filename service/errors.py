@@ -6,7 +6,9 @@ and answered 500 without internals; the worker keeps serving.
 """
 
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -80,8 +82,16 @@ class ModelNotReadyError(ServiceError):
 
 
 class QueueFullError(ServiceError):
+    """The worker is over capacity (queued images or request bytes in flight): retry later."""
+
     status_code, code = 503, "overloaded"
     headers = {"Retry-After": "1"}
+
+
+class ClientDisconnectedError(ServiceError):
+    """The client went away before its request body arrived; nobody reads this answer."""
+
+    status_code, code = 499, "client_closed_request"
 
 
 class InferenceError(ServiceError):
@@ -113,12 +123,28 @@ class ArtifactRejectedError(ServiceError):
     status_code, code = 422, "artifact_rejected"
 
 
+# An absolute path of two or more components, not part of a word or URL ("image/png" is not one).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.-]+/)+[\w.-]*")
+
+
+def public_text(text: str, registry: Path | None = None) -> str:
+    """``text`` without file system paths, for clients: registry paths become relative
+    (``fmnist/3/weights.pt``), any other absolute path keeps only its file name."""
+    if registry is not None:
+        for prefix in {str(registry), str(Path(registry).resolve())}:
+            if prefix not in ("", ".", "/"):
+                text = text.replace(prefix.rstrip("/") + "/", "")
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
 def _json(request: Request, status: int, code: str, detail: str, headers: dict[str, str],
           **extra: Any) -> Response:
+    settings = request.app.state.get("settings")
+    detail = public_text(detail, settings.model_registry if settings is not None else None)
     body = {"error": code, "detail": detail, "request_id": request_id_of(request), **extra}
     return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
 

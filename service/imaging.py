@@ -57,9 +57,25 @@ def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tens
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(413, f"image exceeds MAX_PIXELS={max_pixels}: {exc}") from None
     except UnidentifiedImageError:
+        if _looks_like_svg(data):
+            raise ImageDecodeError(
+                415, "SVG is not supported: send a raster image (PNG, JPEG, ...)"
+            ) from None
         raise ImageDecodeError(
             422, f"not a supported image file (accepted: {', '.join(ALLOWED_FORMATS)})"
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Truncated or corrupt data surfaces from PIL's plugins as any of these.
         raise ImageDecodeError(422, f"corrupt or truncated image: {exc}") from None
+    except MemoryError:
+        raise ImageDecodeError(413, "image too large to decode") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes reach parser corners (struct.error,
+        # IndexError, KeyError, ZeroDivisionError ...): the file is bad, the worker is fine.
+        raise ImageDecodeError(
+            422, f"corrupt image ({type(exc).__name__} while decoding)"
+        ) from None
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    head = data[:1024].lstrip().lower()
+    return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in head

@@ -14,13 +14,25 @@ from dataclasses import dataclass
 
 import msgspec
 import multipart
+from litestar import Request
+from litestar.exceptions import InternalServerException
 from pydantic import ValidationError
 
-from service.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.errors import (
+    BadRequestError,
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    QueueFullError,
+    UnsupportedMediaTypeError,
+)
 from service.schemas import PredictJsonRequest
 
 ACCEPTED_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/json")
+# Vector formats need a renderer (a large attack surface): refused by type, and by content in
+# service.imaging when they come under another name.
+VECTOR_MEDIA_TYPES = ("image/svg+xml", "image/svg")
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,53 @@ class RawImage:
     data: bytes
 
 
+class BodyBudget:
+    """Bytes of request bodies this worker holds at once, bounded: beyond ``limit`` a request is
+    refused with 503 (``Retry-After``) instead of buffered, so many concurrent large uploads
+    cannot exhaust memory. Each body is also capped at MAX_BODY_BYTES by Litestar, which stops
+    reading (413) as soon as a streamed body passes it.
+
+    Only bytes actually received count, so a client that announces a large body and sends
+    nothing blocks nobody; an empty budget always admits one request, however large.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def _refuse(self) -> QueueFullError:
+        return QueueFullError(
+            f"this worker is already receiving {self.in_use} bytes of request bodies "
+            f"(MAX_INFLIGHT_BYTES={self.limit}); retry shortly"
+        )
+
+    async def read(self, request: Request) -> bytes:
+        """The whole body of ``request``; the caller must :meth:`release` ``len(body)``."""
+        announced = request.content_length
+        if announced and self.in_use and self.in_use + announced > self.limit:
+            raise self._refuse()
+        chunks: list[bytes] = []
+        taken = 0
+        try:
+            try:
+                async for chunk in request.stream():
+                    if chunk:
+                        taken += len(chunk)
+                        self.in_use += len(chunk)
+                        if self.in_use > self.limit and self.in_use > taken:
+                            raise self._refuse()
+                        chunks.append(chunk)
+            except InternalServerException as exc:  # "client disconnected prematurely"
+                raise ClientDisconnectedError(f"the client went away: {exc.detail}") from None
+        except BaseException:
+            self.in_use -= taken
+            raise
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+
+
 def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> list[RawImage]:
     """Split a request body into image files; raise a 4xx domain error for a bad request."""
     media_type, options = multipart.parse_options_header(content_type or "")
@@ -38,6 +97,10 @@ def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> l
     if media_type == "multipart/form-data":
         images = _from_multipart(body, options.get("boundary"), max_images=max_images)
     elif media_type.startswith("image/"):
+        if media_type in VECTOR_MEDIA_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"SVG ({media_type}) is not supported: send a raster image (PNG, JPEG, ...)"
+            )
         images = [RawImage(filename=None, data=body)]
     elif media_type == "application/json":
         images = _from_json(body, max_images=max_images)
@@ -94,6 +157,8 @@ def _from_json(body: bytes, *, max_images: int) -> list[RawImage]:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's guard against deeply nested arrays/objects
+        raise BadRequestError("body is not valid JSON: nested too deeply") from None
     if isinstance(payload, dict) and isinstance(payload.get("images"), list):
         _check_count(len(payload["images"]), max_images)  # before validating a huge list
     try:
@@ -111,6 +176,20 @@ def _from_json(body: bytes, *, max_images: int) -> list[RawImage]:
         try:
             data = b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequestError(f"images[{index}] is not valid base64") from None
+            data = _lenient_b64decode(text, index)
         images.append(RawImage(filename=f"images[{index}]", data=data))
     return images
+
+
+def _lenient_b64decode(text: str, index: int) -> bytes:
+    """The slow path for what common encoders produce besides strict base64: line breaks
+    (``base64 file.png`` wraps at 76 columns), the URL-safe alphabet, missing padding."""
+    compact = "".join(text.split()).translate(_URL_SAFE).rstrip("=")
+    if len(compact) % 4 == 1:  # no padding can fix this length
+        raise BadRequestError(f"images[{index}] is not valid base64 (bad length)")
+    try:
+        return b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(
+            f"images[{index}] is not valid base64 (use the standard or URL-safe alphabet)"
+        ) from None

@@ -30,7 +30,7 @@ from service.errors import (
     UnknownModelError,
 )
 from service.imaging import ImageDecodeError, decode_image, install_pixel_limit
-from service.inputs import RawImage
+from service.inputs import BodyBudget, RawImage
 from service.loader import LoadedModel, resolve_device
 from service.schemas import ClassScore, ImagePrediction, PredictResponse
 from service.settings import Settings
@@ -53,12 +53,13 @@ class ModelSlot:
     batcher: MicroBatcher[LoadedModel]
     current: LoadedModel | None = None
     refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
-    last_problem: str | None = None  # the last load failure logged (logged once, not per poll)
+    # Why this slot cannot follow the production pointer now (readiness shows it; logged once).
+    problem: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.decode_time = metrics.DECODE_TIME.labels(self.name)
         self.images = metrics.IMAGES.labels(self.name)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Predictor:
@@ -68,6 +69,7 @@ class Predictor:
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.slots: dict[str, ModelSlot] = {}
+        self.body_budget = BodyBudget(settings.max_inflight_bytes)
         self._inference_pool: ThreadPoolExecutor | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self._loader_pool: ThreadPoolExecutor | None = None

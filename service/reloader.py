@@ -20,6 +20,7 @@ from service.errors import (
     ConflictError,
     RegistryReadOnlyError,
     UnknownModelError,
+    public_text,
 )
 from service.loader import LoadedModel, load_model
 from service.predictor import ModelSlot, Predictor
@@ -38,9 +39,24 @@ class Reloader:
         self.predictor = predictor
         self.settings = predictor.settings
         self._task: asyncio.Task | None = None
+        self._first_round = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._poll_forever(), name="reloader")
+
+    async def wait_first_round(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until every slot had its first load attempt.
+
+        Called from the app's startup: uvicorn only accepts connections after startup, so a
+        worker that gunicorn starts (or restarts after a crash) under load takes no request
+        before it can serve one, while a worker with nothing to load starts at once.
+        """
+        if timeout > 0:
+            try:
+                await asyncio.wait_for(self._first_round.wait(), timeout)
+            except TimeoutError:
+                log.warning("no model loaded within %.0f s of starting; serving anyway "
+                            "(/health/ready says 503 until it is)", timeout)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -60,9 +76,10 @@ class Reloader:
                 except Exception:  # never let one bad poll end hot reload for good
                     log.exception("polling %s failed", slot.name)
                     continue
-                if production is None and slot.name not in waiting_logged:
+                if production is None and slot.problem is None and slot.name not in waiting_logged:
                     log.info("%s has no production version yet; polling", slot.name)
                     waiting_logged.add(slot.name)
+            self._first_round.set()
             all_loaded = all(s.current is not None for s in self.predictor.slots.values())
             if interval <= 0 and all_loaded:
                 return  # polling disabled: it only ran to get the first versions in
@@ -77,7 +94,8 @@ class Reloader:
             )
         except ArtifactValidationError as exc:
             # The version is there and bad; versions are immutable, so never retry it by poll.
-            slot.refused[version] = str(exc)
+            slot.refused[version] = self._public(exc)
+            slot.problem = f"version {version} was refused: {self._public(exc)}"
             metrics.RELOADS.labels(slot.name, "refused").inc()
             log.error("refused %s v%s, still serving %s: %s", slot.name, version,
                       f"v{slot.current.version}" if slot.current else "nothing", exc)
@@ -88,12 +106,36 @@ class Reloader:
             # Missing files (a half-copied registry, a network mount hiccup), an unknown
             # architecture...: counted and retried at the next poll, logged once per reason.
             metrics.RELOADS.labels(slot.name, "failed").inc()
-            if slot.last_problem != str(exc):
-                slot.last_problem = str(exc)
-                log.warning("cannot load %s v%s yet: %s", slot.name, version, exc)
+            self._note_problem(slot, f"cannot load version {version} yet: {self._public(exc)}")
             raise ArtifactRejectedError(
                 f"{slot.name} version {version} was refused: {exc}"
             ) from exc
+
+    def _public(self, exc: BaseException) -> str:
+        """An exception's message for clients and readiness: no paths beyond the registry."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return public_text(reason, self.settings.model_registry)
+
+    def _note_problem(self, slot: ModelSlot, problem: str) -> None:
+        """Remember why ``slot`` cannot follow production; logged once per distinct reason."""
+        if slot.problem != problem:
+            log.warning("%s: %s (still serving %s)", slot.name, problem,
+                        f"v{slot.current.version}" if slot.current else "nothing")
+        slot.problem = problem
+
+    def _read_pointer(self, slot: ModelSlot, *, explicit: bool) -> str | None:
+        """The production version, or None when it cannot be read (the problem is noted:
+        an unreadable registry is an operator's problem, never a crash or a log flood)."""
+        try:
+            return registry.read_production(self.settings.model_registry, slot.name)
+        except (RegistryError, OSError, UnicodeDecodeError) as exc:
+            metrics.RELOADS.labels(slot.name, "failed").inc()
+            self._note_problem(slot, f"cannot read the production pointer: {self._public(exc)}")
+            if explicit:
+                raise ConflictError(
+                    f"cannot read the production pointer of {slot.name}: {self._public(exc)}"
+                ) from None
+            return None
 
     async def refresh(self, slot: ModelSlot, *, explicit: bool) -> str | None:
         """Load the production version if it is not the one served; returns the pointer.
@@ -102,9 +144,12 @@ class Reloader:
         when it is refused again; the poller stays quiet about a known-bad version.
         """
         async with slot.lock:
-            production = registry.read_production(self.settings.model_registry, slot.name)
+            production = self._read_pointer(slot, explicit=explicit)
+            if production is None:
+                return None
             current = slot.current
-            if production is None or (current is not None and current.version == production):
+            if current is not None and current.version == production:
+                slot.problem = None
                 return production
             if production in slot.refused and not explicit:
                 return production
@@ -116,7 +161,7 @@ class Reloader:
                 return production
             self.predictor.install(slot, loaded)
             slot.refused.pop(production, None)
-            slot.last_problem = None
+            slot.problem = None
             metrics.RELOADS.labels(slot.name, "loaded").inc()
             return production
 
@@ -125,12 +170,7 @@ class Reloader:
     async def reload(self, name: str | None) -> AdminResponse:
         slot = self.predictor.slot(name)
         before = slot.current.version if slot.current else None
-        try:
-            production = await self.refresh(slot, explicit=True)
-        except RegistryError as exc:
-            raise ConflictError(
-                f"cannot read the production pointer of {slot.name}: {exc}"
-            ) from exc
+        production = await self.refresh(slot, explicit=True)
         return self._answer(slot, production, before, "reloaded" if production else
                             "no production version is published yet")
 
@@ -175,8 +215,9 @@ class Reloader:
                 raise ConflictError(str(exc)) from None
             self.predictor.install(slot, loaded)
             slot.refused.pop(version, None)
+            slot.problem = None
             metrics.RELOADS.labels(slot.name, "loaded").inc()
-        production = registry.read_production(self.settings.model_registry, slot.name)
+        production = self._read_pointer(slot, explicit=False)
         return self._answer(slot, production, before, f"production is now version {version}")
 
     def _answer(self, slot: ModelSlot, production: str | None, before: str | None,

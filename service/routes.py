@@ -85,13 +85,20 @@ class PredictController(Controller):
         """One result per image, in input order. One bad image refuses the whole request."""
         # One dependency only: Litestar resolves several in an anyio task group per request.
         max_images = predictor.settings.max_images
+        budget = predictor.body_budget
+        received = 0
 
         async def read_images() -> list[RawImage]:
-            body = await request.body()
+            nonlocal received
+            body = await budget.read(request)
+            received = len(body)
             content_type = request.headers.get("content-type")
             return parse_images(content_type, body, max_images=max_images)
 
-        return await predictor.predict(read_images, model=model, top_k=top_k)
+        try:
+            return await predictor.predict(read_images, model=model, top_k=top_k)
+        finally:  # the body stays referenced until the request is answered
+            budget.release(received)
 
 
 class InfoController(Controller):
@@ -106,13 +113,15 @@ class InfoController(Controller):
     async def ready(self, predictor: NamedDependency[Predictor]) -> Response[HealthResponse]:
         loaded = {n: s.current.version for n, s in predictor.slots.items() if s.current}
         waiting = [name for name in predictor.settings.model_names if name not in loaded]
+        # Why a model is missing or behind production (unreadable registry, a pointer to a
+        # missing or refused version), so that an operator sees the cause, not only a 503.
+        problems = "; ".join(f"{n}: {s.problem}" for n, s in predictor.slots.items() if s.problem)
         if waiting:
-            body = HealthResponse(
-                status="not_ready", models=loaded,
-                detail=f"waiting for a production version of: {', '.join(waiting)}",
-            )
+            detail = f"waiting for a production version of: {', '.join(waiting)}"
+            body = HealthResponse(status="not_ready", models=loaded,
+                                  detail=f"{detail} ({problems})" if problems else detail)
             return Response(body, status_code=503, headers={"Retry-After": "2"})
-        return Response(HealthResponse(status="ready", models=loaded))
+        return Response(HealthResponse(status="ready", models=loaded, detail=problems or None))
 
     @get("/models", tags=["models"], summary="What this worker serves, with metadata")
     async def models(self, predictor: NamedDependency[Predictor]) -> ModelsResponse:

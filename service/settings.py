@@ -39,12 +39,21 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(512, ge=1, description="queued images per worker before 503")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit")
+    max_inflight_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="request body bytes one worker holds at once; beyond it 503 + Retry-After",
+    )
     max_images: int = Field(64, ge=1, description="images per request")
     max_pixels: int = Field(
         4096 * 4096, ge=1, description="pixels per decoded image (decompression-bomb guard)"
     )
     reload_interval_s: float = Field(
         2.0, ge=0, description="production-pointer poll period; 0 disables polling"
+    )
+    startup_load_wait_s: float = Field(
+        20.0, ge=0, le=50,
+        description="a starting worker accepts connections once its first model load attempt "
+                    "ended, or after this long (below gunicorn's TIMEOUT)",
     )
     decode_inline_bytes: int = Field(
         256 * 1024, ge=0,

@@ -66,6 +66,29 @@ def reference_probabilities(registry: Path, name: str, images: np.ndarray,
 
 # ----------------------------------------------------------------------------- the server
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc/<pid>/status (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.-]+/)+[\w.-]*")
+
+
+def assert_clean_error(response: httpx.Response, status: int | tuple[int, ...]) -> dict:
+    """The JSON error contract, without internals: no traceback, no file system paths."""
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.text[:500])
+    body = response.json()
+    assert body["error"] and body["detail"] and body["request_id"], body
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    assert not _ABSOLUTE_PATH.search(response.text), response.text[:500]
+    return body
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -130,6 +153,16 @@ class Server:
         regex = re.compile(pattern)
         return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if not line.startswith("#") and regex.search(line.rsplit(" ", 1)[0])]
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the gunicorn workers (children of the master), sorted."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return sorted(int(pid) for pid in path.read_text().split())
+
+    def wait_workers(self, count: int = 2, timeout: float = 60.0) -> list[int]:
+        """Until ``count`` workers run; returns their pids."""
+        self.wait_until(lambda: len(self.worker_pids()) == count, f"{count} workers", timeout)
+        return self.worker_pids()
 
     def logs(self) -> str:
         self._log.flush()
