@@ -6,7 +6,7 @@ was tested on. Retraining exists because data changes (a user's ImageFolder grow
 ``test/`` folder is added, ``TRAIN_SEED`` or ``TRAIN_TEST_FRACTION`` moves the held-out share),
 and any of those silently changes the split. Scoring the production artifact, through the
 same registry loader the service uses, on the very tensors the candidate was tested on costs
-one more pass over the test split (the same work as the candidate's own test; under 10% of a
+one more pass over the test split (the same work as the candidate's own test; about 12% of a
 1-epoch Fashion-MNIST run on a 2-core CPU) and makes the comparison exact. The recorded
 metric is still reported, and used only when the production model cannot read the candidate's
 inputs (another image size or channel count), in which case the report says so.
