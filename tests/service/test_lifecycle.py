@@ -8,6 +8,7 @@ forward through the admin API, and refuses a tampered version while the old one 
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,14 @@ def test_2_first_promotion_makes_every_worker_ready(story):
     assert _predict(server.client, png).json()["version"] == "1"
 
 
+def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
 def test_3_hot_reload_swaps_versions_without_failing_requests(story):
     server, reg, _, png = story
     failures: list[str] = []
@@ -82,9 +91,12 @@ def test_3_hot_reload_swaps_versions_without_failing_requests(story):
     for thread in threads:
         thread.start()
     try:
+        _wait_until(lambda: "1" in answered, "requests answered by version 1")
         version = _publish_relabelled(reg, "1", "v2-")
         registry.promote(reg, MODEL, version)
         server.wait_versions(2)
+        # keep the load on until the swap is seen from a client (workers poll independently)
+        _wait_until(lambda: "2" in answered, "requests answered by version 2")
     finally:
         stop.set()
         for thread in threads:
