@@ -73,5 +73,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     # Outermost layer (outside Litestar's exception handling) so that request ids and request
     # metrics cover every response, 404s and errors included.
-    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
+    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, shed=predictor.shed)
     return app

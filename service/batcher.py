@@ -102,6 +102,13 @@ class MicroBatcher(Generic[K]):
         finally:
             self._incoming -= 1
 
+    def full(self) -> bool:
+        """No room for even one more image (what ``check_capacity()`` would refuse)."""
+        return self._queued_images >= self.max_queue
+
+    def count_rejected(self) -> None:
+        self._m_rejected.inc()
+
     def check_capacity(self, count: int = 1) -> None:
         """Raise QueueFullError if ``count`` more images would not fit (an empty queue always
         takes a request, however large). Called before decoding too, so that an overloaded

@@ -4,10 +4,12 @@ It wraps Litestar's exception handling, so it also sees 404s and errors, and lab
 with the matched route template (bounded cardinality), never the raw path.
 """
 
+import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,10 +21,17 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class ObservabilityMiddleware:
-    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics."""
+    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``shed(scope) -> str | None`` (optional) is asked first for every request: when it returns
+    a reason, the request is answered ``503`` + ``Retry-After`` right here, without routing,
+    dependency injection or reading the body. Refusing has to be much cheaper than serving, or
+    an overloaded worker spends its time refusing and serves nobody.
+    """
+
+    def __init__(self, app: ASGIApp, shed: Callable[[Scope], str | None] | None = None) -> None:
         self.app = app
+        self._shed = shed
         self._cache: dict[tuple[str, str, int], tuple] = {}
 
     def _children(self, method: str, route: str, status: int) -> tuple:
@@ -60,6 +69,9 @@ class ObservabilityMiddleware:
 
         started = time.perf_counter()
         try:
+            if self._shed is not None and (reason := self._shed(scope)) is not None:
+                await _refuse(send_with_id, reason, request_id)
+                return
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -71,3 +83,12 @@ class ObservabilityMiddleware:
             if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
                 log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
             REQUEST_ID.reset(token)
+
+
+async def _refuse(send: Send, reason: str, request_id: str) -> None:
+    """The JSON 503 of an overloaded worker (same body as ``QueueFullError`` gets)."""
+    body = json.dumps({"error": "overloaded", "detail": reason, "request_id": request_id}).encode()
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1")]})
+    await send({"type": "http.response.body", "body": body})

@@ -152,6 +152,19 @@ class Predictor:
             f"v{previous.version}" if previous else "nothing",
         )
 
+    def shed(self, scope: dict) -> str | None:
+        """For :class:`~service.middleware.ObservabilityMiddleware`: a reason to refuse a
+        ``POST /predict`` for the default model at the door while its queue is full, else None
+        (requests naming a model take the normal path, which checks that model's queue)."""
+        if scope["path"] != "/predict" or b"model=" in scope["query_string"]:
+            return None
+        slot = self.slots.get(self.settings.default_model)
+        if slot is None or not slot.batcher.full():
+            return None
+        slot.batcher.count_rejected()
+        return (f"the inference queue is full ({slot.batcher.queued_images} images waiting, "
+                f"MAX_QUEUE={self.settings.max_queue}); retry shortly")
+
     # ------------------------------------------------------------------ the request path
 
     async def predict(

@@ -80,8 +80,11 @@ class Settings(BaseSettings):
         if self.admin_token is None and self.admin_token_file is not None:
             token = self.admin_token_file.read_text(encoding="utf-8").strip()
             self.admin_token = SecretStr(token) if token else None
-        if self.admin_token is not None and not self.admin_token.get_secret_value():
-            self.admin_token = None
+        if self.admin_token is not None:
+            # Surrounding whitespace is never part of a token (clients send it stripped); a
+            # blank token would "enable" admin with a secret nobody can send: treat it as unset.
+            token = self.admin_token.get_secret_value().strip()
+            self.admin_token = SecretStr(token) if token else None
         return self
 
     @property
