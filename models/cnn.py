@@ -42,9 +42,9 @@ class SeedCNN(nn.Sequential):
 class WideCNN(nn.Sequential):
     """The recommended network for 28x28 / 32x32 data (the Fashion-MNIST default).
 
-    Two VGG-style stages (two 3x3 convolutions each, then max-pooling), a third stage with one
-    convolution, global average pooling and dropout before the classifier. Sized so that a
-    2-core CPU trains it to >= 93% Fashion-MNIST test accuracy within ten minutes.
+    Three VGG-style stages of 3x3 convolutions (``depth`` per stage; widths w, 2w, 4w) with
+    max-pooling between them, global average pooling and dropout before the classifier. Sized
+    so that a 2-core CPU trains it to about 93% Fashion-MNIST test accuracy in ten minutes.
     """
 
     def __init__(
@@ -54,20 +54,22 @@ class WideCNN(nn.Sequential):
         in_channels: int,
         image_size: tuple[int, int],
         width: int = 32,
+        depth: tuple[int, ...] | list[int] = (2, 2, 1),
         dropout: float = 0.25,
     ) -> None:
         del image_size  # global pooling makes the network size-agnostic
-        w = width
-        super().__init__(
-            *conv_bn_relu(in_channels, w),
-            *conv_bn_relu(w, w),
-            nn.MaxPool2d(2),  # (N, w, H/2, W/2)
-            *conv_bn_relu(w, 2 * w),
-            *conv_bn_relu(2 * w, 2 * w),
-            nn.MaxPool2d(2),  # (N, 2w, H/4, W/4)
-            *conv_bn_relu(2 * w, 4 * w),
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for stage, convs in enumerate(depth):
+            if stage:
+                layers.append(nn.MaxPool2d(2))  # (N, C, H, W) -> (N, C, H/2, W/2)
+            for _ in range(convs):
+                layers += conv_bn_relu(previous, width * 2**stage)
+                previous = width * 2**stage
+        layers += [
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),  # (N, 4w)
             nn.Dropout(dropout),
-            nn.Linear(4 * w, num_classes),
-        )
+            nn.Linear(previous, num_classes),
+        ]
+        super().__init__(*layers)

@@ -51,3 +51,10 @@ def test_pretrained_weights_of_another_architecture_are_refused():
     target = models.build_model("mobilenet_v3_small", num_classes=10, in_channels=1, image_size=(28, 28))
     with pytest.raises(ValueError, match="no tensor"):
         load_pretrained(target, mlp.state_dict())
+
+
+def test_wide_cnn_depth_sets_convolutions_per_stage():
+    model = models.build_model("wide_cnn", num_classes=10, in_channels=1, image_size=(28, 28), depth=[1, 2, 2])
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [32, 64, 64, 128, 128]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
