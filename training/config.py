@@ -43,7 +43,7 @@ class TrainConfig:
     image_size: int = option(32, "imagefolder: side length images are resized to")
     channels: int = option(3, "imagefolder: 1 (grayscale) or 3 (RGB)", (1, 3))
     augment: str = option(
-        "auto", "batch augmentation; auto = crop-flip, but crop only for digits (mnist)", AUGMENTATIONS
+        "auto", "batch augmentation; auto = crop for the MNIST family, crop-flip otherwise", AUGMENTATIONS
     )
     # --- model
     model: str = option("wide_cnn", "architecture name from the models registry")
