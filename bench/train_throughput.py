@@ -3,7 +3,7 @@
 The seeds' loop: torchvision ``FashionMNIST`` with ``ToTensor()`` per sample, ``DataLoader``
 batch 64, the 784-512-512-10 MLP, SGD, ``loss.item()`` every batch. This pipeline: the idx
 files decoded once into a uint8 tensor, ``training.loader.BatchLoader`` (whole-batch gather
-and augmentation), ``EvalTransform`` normalisation and ``training.engine.train_one_epoch``
+and, in one extra row, crop augmentation), ``EvalTransform`` normalisation and ``training.engine.train_one_epoch``
 with the precision ``auto`` picks. Rounds alternate between contenders so that noise from a
 shared machine hits both alike; the table reports medians and their ratio.
 
@@ -88,7 +88,7 @@ def seed_loop(root: Path, samples: int) -> float:
 
 
 def pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_size: int, samples: int,
-             precision: str) -> float:
+             precision: str, augment: bool = False) -> float:
     """This project's training path on the decoded tensors; returns samples/s."""
     from training.datasets import ImageTensors
 
@@ -96,7 +96,8 @@ def pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_s
     cfg = TrainConfig(model="mlp", optimizer="sgd", lr=1e-3, momentum=0.0, weight_decay=0.0)
     model = new_mlp()
     runtime = resolve_runtime(device="cpu", precision=precision, channels_last=False)
-    loader = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=0, augment=BatchAugment(padding=2))
+    loader = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=0,
+                         augment=BatchAugment(padding=2, flip=False) if augment else None)
     started = time.perf_counter()
     train_one_epoch(model, loader, optimizer=build_optimizer(model.parameters(), cfg),
                     criterion=nn.CrossEntropyLoss(), transform=EvalTransform(spec=spec), runtime=runtime)
@@ -128,6 +129,8 @@ def main() -> None:
                 decoded.images, decoded.labels, spec, 256, args.samples, "auto"),
             "pipeline b1024 precision=auto": lambda: pipeline(
                 decoded.images, decoded.labels, spec, 1024, args.samples, "auto"),
+            "pipeline b256 precision=auto + crop augmentation": lambda: pipeline(
+                decoded.images, decoded.labels, spec, 256, args.samples, "auto", augment=True),
         }
         results: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(args.rounds):
