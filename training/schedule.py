@@ -67,8 +67,9 @@ class Scheduler:
             with RunLock(self.lock_path) as lock:
                 self._running = True
                 try:
-                    outcome = RetrainRun(self.settings, self.recipe, self.name,
-                                         critical=self._critical_section).execute(stale_lock=lock.stale)
+                    run = RetrainRun(self.settings, self.recipe, self.name,
+                                     critical=self._critical_section, stopping=self._stop.is_set)
+                    outcome = run.execute(stale_lock=lock.stale)
                 except Interrupted:
                     log.warning("retrain %s: interrupted; production untouched", self.name)
                     return EXIT_INTERRUPTED

@@ -50,12 +50,14 @@ class RetrainRun:
     """A single run; :meth:`execute` never raises except :class:`Interrupted`."""
 
     def __init__(self, settings: ScheduleSettings, recipe: dict[str, Any], name: str, *,
-                 critical: Callable[[bool], None] = lambda entering: None) -> None:
+                 critical: Callable[[bool], None] = lambda entering: None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.settings = settings
         self.recipe = recipe
         self.name = name
         self.registry = Path(settings.registry)
         self._critical = critical
+        self._stopping = stopping
         started = datetime.now(timezone.utc)
         self.run_id = started.strftime("%Y%m%dT%H%M%S%fZ")
         self.report: dict[str, Any] = {
@@ -77,7 +79,14 @@ class RetrainRun:
         report["stale_lock"] = asdict(stale_lock) if stale_lock else None
         started = time.perf_counter()
         try:
-            self._run()
+            try:
+                self._run()
+            except Exception as exc:
+                # A signal that lands inside C++ code (torch.save's writer, say) comes back
+                # re-wrapped as a RuntimeError: a stop that was asked for is still a stop.
+                if self._stopping():
+                    raise Interrupted(f"a signal ({type(exc).__name__} while stopping)") from exc
+                raise
         except Interrupted as exc:
             report["interrupted"] = str(exc) or "signal"
             if report["status"] is None:

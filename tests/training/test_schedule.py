@@ -442,3 +442,21 @@ def test_loop_runs_at_start_then_on_the_interval_until_stopped(job_env):
     assert not thread.is_alive() and codes == [EXIT_OK]
     assert len(reports(job_env.registry)) >= 2
     assert all(r["status"] == "promoted" for r in reports(job_env.registry))
+
+
+def test_an_error_raised_while_stopping_counts_as_an_interruption(job_env, monkeypatch):
+    """A signal inside torch's C++ writer surfaces as RuntimeError; it must still be a stop."""
+    from training import schedule_run
+    from training.schedule_run import Interrupted, RetrainRun
+    from training.schedule_settings import ScheduleSettings
+
+    def crash(self):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0")
+
+    monkeypatch.setattr(schedule_run.RetrainRun, "_run", crash)
+    settings = ScheduleSettings()
+    run = RetrainRun(settings, {}, NAME, stopping=lambda: True)
+    with pytest.raises(Interrupted):
+        run.execute()
+    assert run.report["status"] == "interrupted"
+    assert RetrainRun(settings, {}, NAME).execute().status == "failed"  # no stop asked: a failure
