@@ -89,6 +89,23 @@ def assert_clean_error(response: httpx.Response, status: int | tuple[int, ...]) 
     return body
 
 
+def inprocess_settings(reg: Path, **overrides):
+    """Settings for an in-process app (Litestar's TestClient) on ``reg``: one thread, fast polls."""
+    from service.settings import Settings
+
+    values = {"model_registry": reg, "model_name": MODEL, "torch_threads": 1,
+              "reload_interval_s": 0.2, "device": "cpu"} | overrides
+    return Settings(**values)
+
+
+def wait_ready(client) -> None:
+    """Poll an in-process client until the model is loaded (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "model never loaded"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

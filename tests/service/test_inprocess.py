@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from litestar.testing import TestClient
 from pydantic import ValidationError
-from service_support import MODEL, TOKEN, band_images, encode
+from service_support import MODEL, TOKEN, band_images, encode, inprocess_settings, wait_ready
 
 from service.app import create_app
 from service.predictor import Predictor
@@ -20,25 +20,12 @@ PNG = encode(band_images(1, seed=2)[0][0])
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _settings(reg, **overrides) -> Settings:
-    values = {"model_registry": reg, "model_name": MODEL, "torch_threads": 1,
-              "reload_interval_s": 0.2, "device": "cpu"} | overrides
-    return Settings(**values)
-
-
-def _wait_ready(client) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "model never loaded"
-        time.sleep(0.05)
-
-
 def _post(client):
     return client.post("/predict", content=PNG, headers={"Content-Type": "image/png"})
 
 
 def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
-    with TestClient(create_app(_settings(registry_copy))) as client:
+    with TestClient(create_app(inprocess_settings(registry_copy))) as client:
         response = client.post("/admin/reload", headers=AUTH)
         assert response.status_code == 403 and response.json()["error"] == "admin_disabled"
         assert "ADMIN_TOKEN" in response.json()["detail"]
@@ -55,8 +42,8 @@ def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     monkeypatch.setattr(registry, "atomic_write_bytes", read_only)
-    with TestClient(create_app(_settings(registry_copy, admin_token=TOKEN))) as client:
-        _wait_ready(client)
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
         for path, body in (("/admin/rollback", None), ("/admin/promote", {"version": "1"})):
             response = client.post(path, headers=AUTH, json=body)
             assert response.status_code == 409, response.text
@@ -73,9 +60,9 @@ def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
         return original(self, loaded, payloads)
 
     monkeypatch.setattr(Predictor, "_run_batch", slow)
-    app = create_app(_settings(registry_copy, max_queue=1, max_batch_size=1))
+    app = create_app(inprocess_settings(registry_copy, max_queue=1, max_batch_size=1))
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
-        _wait_ready(client)  # concurrent callers share the client's event loop thread
+        wait_ready(client)  # concurrent callers share the client's event loop thread
         responses = list(pool.map(lambda _: _post(client), range(6)))
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 503 in statuses
@@ -95,8 +82,8 @@ def test_failing_forward_is_a_json_500_and_the_worker_goes_on(registry_copy, mon
         return original(self, loaded, payloads)
 
     monkeypatch.setattr(Predictor, "_run_batch", flaky)
-    with TestClient(create_app(_settings(registry_copy))) as client:
-        _wait_ready(client)
+    with TestClient(create_app(inprocess_settings(registry_copy))) as client:
+        wait_ready(client)
         failed = _post(client)
         assert failed.status_code == 500 and failed.json()["error"] == "inference_failed"
         assert "Traceback" not in failed.text
@@ -131,7 +118,7 @@ def test_bad_settings_fail_at_startup_naming_the_variable(monkeypatch, name, val
 
 
 def test_multiple_models_are_served_by_name(trained_registry):
-    settings = _settings(trained_registry, model_name=f"{MODEL},absent")
+    settings = inprocess_settings(trained_registry, model_name=f"{MODEL},absent")
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 30
         while not client.get("/models").json()["models"]:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
-from service_support import MODEL, REPO, TOKEN, assert_clean_error, band_images, encode
+from service_support import (
+    MODEL,
+    REPO,
+    TOKEN,
+    assert_clean_error,
+    band_images,
+    encode,
+    inprocess_settings,
+    wait_ready,
+)
 
 from service import admin
 from service.app import create_app
@@ -74,19 +83,6 @@ def test_admin_token_is_compared_in_constant_time():
     assert not re.search(r"(==|!=)\s*expected|expected\s*(==|!=)", source)
 
 
-def _settings(reg: Path, **overrides) -> Settings:
-    values = {"model_registry": reg, "model_name": MODEL, "torch_threads": 1,
-              "reload_interval_s": 0.2, "device": "cpu"} | overrides
-    return Settings(**values)
-
-
-def _wait_ready(client) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("content", ["", "   \n"])
 def test_an_empty_token_or_token_file_disables_admin(registry_copy, tmp_path, monkeypatch,
                                                      content):
@@ -98,7 +94,7 @@ def test_an_empty_token_or_token_file_disables_admin(registry_copy, tmp_path, mo
     monkeypatch.setenv("ADMIN_TOKEN", "")
     assert Settings().admin_token is None
     monkeypatch.delenv("ADMIN_TOKEN_FILE")
-    with TestClient(create_app(_settings(registry_copy, admin_token=content or None))) as client:
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=content or None))) as client:
         response = client.post("/admin/reload", headers={"Authorization": "Bearer "})
         assert_clean_error(response, 403)
 
@@ -110,8 +106,8 @@ def test_admin_errors_carry_no_paths_or_internals(registry_copy):
     version = registry.publish(registry_copy, metadata, artifact.model.state_dict())
     (registry_copy / MODEL / version / "weights.pt").write_bytes(b"tampered")
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with TestClient(create_app(_settings(registry_copy, admin_token=TOKEN))) as client:
-        _wait_ready(client)
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
         refused = client.post("/admin/promote", headers=auth, json={"version": version})
         body = assert_clean_error(refused, 422)
         assert "sha256" in body["detail"] and f"{MODEL}/{version}/weights.pt" in body["detail"]
