@@ -36,10 +36,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
-from service.imaging import decode_image  # noqa: E402
+from service.imaging import decode_pixels  # noqa: E402
 from training import registry  # noqa: E402
 from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
-from training.preprocess import EvalTransform, InputSpec  # noqa: E402
+from training.preprocess import EvalTransform, InputSpec, pixels_to_uint8  # noqa: E402
 
 WORKERS = 2
 LUA = r"""
@@ -132,7 +132,8 @@ def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batc
     transform = EvalTransform(spec=spec)
 
     def call(chunk: list[bytes]) -> None:
-        batch = torch.stack([decode_image(b, spec=spec, max_pixels=1 << 24) for b in chunk])
+        pixels = [decode_pixels(b, spec=spec, max_pixels=1 << 24) for b in chunk]
+        batch = pixels_to_uint8(pixels, spec=spec)
         with torch.inference_mode():
             model(transform(batch)).softmax(1).topk(1, dim=1)
 

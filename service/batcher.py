@@ -73,6 +73,7 @@ class MicroBatcher(Generic[K]):
         self._m_batch = metrics.BATCH_SIZE.labels(name)
         self._m_infer = metrics.INFERENCE_TIME.labels(name)
         self._m_rejected = metrics.QUEUE_REJECTED.labels(name)
+        self._m_images = metrics.IMAGES.labels(name)
 
     @property
     def queued_images(self) -> int:
@@ -126,7 +127,7 @@ class MicroBatcher(Generic[K]):
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(key, payload, count, future))
         self._queued_images += count
-        self._m_depth.inc(count)
+        self._m_depth.set(self._queued_images)
         self._wakeup.set()
         return await future
 
@@ -160,7 +161,7 @@ class MicroBatcher(Generic[K]):
                 images = self._take(batch, images)
         images = sum(item.count for item in batch)
         self._queued_images -= images
-        self._m_depth.dec(images)
+        self._m_depth.set(self._queued_images)
         return batch
 
     async def _consume(self) -> None:
@@ -188,6 +189,7 @@ class MicroBatcher(Generic[K]):
                             InferenceError("inference failed; the server log has the details"))
                 continue
             self._m_infer.observe(time.perf_counter() - started)
+            self._m_images.inc(sum(item.count for item in batch))
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():  # the client may have gone away
                     item.future.set_result(result)

@@ -1,6 +1,6 @@
 """Image bytes -> the model's uint8 input, with the limits an internet-facing decoder needs.
 
-The conversion itself is ``training.preprocess.image_to_uint8`` after ``ImageOps.exif_transpose``:
+The conversion itself is ``training.preprocess.image_to_pixels`` after ``ImageOps.exif_transpose``:
 exactly what the training data loader does with an image file, so served predictions match
 training evaluation. This module only adds what the network requires: a format allow-list
 (no exotic parsers exposed), a pixel limit checked from the header before any pixel is decoded
@@ -13,7 +13,7 @@ import warnings
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from training.preprocess import InputSpec, image_to_uint8
+from training.preprocess import InputSpec, image_to_pixels, pixels_to_uint8
 
 # Formats a client can reasonably send; everything else is refused before a parser runs.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
@@ -35,7 +35,14 @@ def install_pixel_limit(max_pixels: int) -> None:
 
 
 def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tensor:
-    """Decode one image file into uint8 ``(C, H, W)`` as ``spec`` describes.
+    """Decode one image file into uint8 ``(C, H, W)`` as ``spec`` describes (see
+    :func:`decode_pixels`)."""
+    return pixels_to_uint8([decode_pixels(data, spec=spec, max_pixels=max_pixels)], spec=spec)[0]
+
+
+def decode_pixels(data: bytes, *, spec: InputSpec, max_pixels: int) -> bytes:
+    """Decode one image file into its pixels as ``spec`` describes (``image_to_pixels``): what
+    the service does per image; ``pixels_to_uint8`` turns a batch of them into a tensor.
 
     Raises :class:`ImageDecodeError` with 413 for too many pixels and 422 for anything that is
     not a decodable image in an allowed format.
@@ -51,7 +58,8 @@ def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tens
                     f"{width}x{height} = {width * height} pixels exceeds MAX_PIXELS={max_pixels}",
                 )
             image.load()
-            return image_to_uint8(ImageOps.exif_transpose(image), spec=spec)
+            ImageOps.exif_transpose(image, in_place=True)
+            return image_to_pixels(image, spec=spec)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -7,8 +7,8 @@ with the matched route template (bounded cardinality), never the raw path.
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,7 +54,7 @@ class ObservabilityMiddleware:
                 candidate = value.decode("latin-1")
                 request_id = candidate if _CLIENT_ID.match(candidate) else ""
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status = 500

@@ -81,7 +81,7 @@ class PredictController(Controller):
         predictor: NamedDependency[Predictor],
         top_k: int = Parameter(default=1, ge=1, le=1000, description="classes per image"),
         model: str | None = Parameter(default=None, description="model name (default model)"),
-    ) -> PredictResponse:
+    ) -> Response[PredictResponse]:
         """One result per image, in input order. One bad image refuses the whole request."""
         # One dependency only: Litestar resolves several in an anyio task group per request.
         max_images = predictor.settings.max_images
@@ -96,7 +96,8 @@ class PredictController(Controller):
             return parse_images(content_type, body, max_images=max_images)
 
         try:
-            return await predictor.predict(read_images, model=model, top_k=top_k)
+            body = await predictor.predict(read_images, model=model, top_k=top_k)
+            return Response(body, media_type=MediaType.JSON)
         finally:  # the body stays referenced until the request is answered
             budget.release(received)
 

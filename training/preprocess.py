@@ -2,8 +2,9 @@
 
 Images are kept as uint8 tensors ``(N, C, H, W)`` until a batch is about to enter the model;
 :class:`EvalTransform` then turns them into normalised floats. The service decodes uploads with
-:func:`image_to_uint8` and applies the same :class:`EvalTransform` the training evaluation used,
-described by the artifact's ``input`` metadata (:class:`InputSpec`).
+:func:`image_to_pixels` (the core of :func:`image_to_uint8`, which training uses) and applies
+the same :class:`EvalTransform` the training evaluation used, described by the artifact's
+``input`` metadata (:class:`InputSpec`).
 """
 
 from dataclasses import asdict, dataclass
@@ -66,11 +67,14 @@ class EvalTransform:
         return torch.addcmul(shift, batch.float(), scale)
 
 
-def image_to_uint8(image: Image.Image, *, spec: InputSpec) -> torch.Tensor:
-    """A decoded PIL image -> uint8 ``(C, H, W)`` in the model's colour mode and size.
+def image_to_pixels(image: Image.Image, *, spec: InputSpec) -> bytes:
+    """A decoded PIL image -> its pixels in the model's colour mode and size, as ``H*W*C`` bytes
+    (rows, then columns, channels interleaved: PIL's own layout, so nothing is rearranged here).
 
     Transparent pixels are composited on black (the background of the training data), palette
     and 16-bit images are converted first, and any size is resized with bilinear antialiasing.
+    Bytes rather than a tensor so that the service can decode on its event loop without a torch
+    call per image and build each batch with :func:`pixels_to_uint8` in one copy.
     """
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -80,10 +84,21 @@ def image_to_uint8(image: Image.Image, *, spec: InputSpec) -> torch.Tensor:
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I") else max(float(array.max()), 1.0)
         image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
-    image = image.convert("L" if spec.channels == 1 else "RGB")
+    mode = "L" if spec.channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
     if image.size != (spec.width, spec.height):
         image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]  # (H, W) -> (H, W, 1)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+    return image.tobytes()
+
+
+def pixels_to_uint8(pixels: list[bytes], *, spec: InputSpec) -> torch.Tensor:
+    """:func:`image_to_pixels` results of one spec -> a uint8 ``(N, C, H, W)`` tensor."""
+    flat = torch.frombuffer(bytearray().join(pixels), dtype=torch.uint8)  # one copy, writable
+    batch = flat.view(len(pixels), spec.height, spec.width, spec.channels)
+    return batch.permute(0, 3, 1, 2).contiguous()
+
+
+def image_to_uint8(image: Image.Image, *, spec: InputSpec) -> torch.Tensor:
+    """A decoded PIL image -> uint8 ``(C, H, W)`` in the model's colour mode and size."""
+    return pixels_to_uint8([image_to_pixels(image, spec=spec)], spec=spec)[0]

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from service_support import MODEL, TOKEN, band_images, encode, reference_probabilities
 
+from service.schemas import PredictResponse
+
 MAX_IMAGES, MAX_PIXELS, MAX_BODY = 8, 200 * 200, 100_000
 
 
@@ -45,7 +47,10 @@ def test_predict_raw_image_body_matches_in_process_model(server, images, expecte
     response = server.client.post(
         "/predict", content=encode(images[0]), headers={"Content-Type": "image/png"})
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
     body = response.json()
+    # The body is encoded by hand (service.predictor.encode): it must still be the schema.
+    assert PredictResponse.model_validate_json(response.content).model_dump() == body
     assert (body["model"], body["version"]) == (MODEL, "1")
     assert len(body["weights_sha256"]) == 64
     (prediction,) = body["predictions"]
@@ -76,6 +81,7 @@ def test_predict_json_base64_accepts_data_urls(server, images, expected):
 def test_predict_top_k_returns_sorted_scores_of_distinct_classes(server, images, expected):
     response = server.client.post(
         "/predict?top_k=3", files=[("file", ("a.png", encode(images[2]), "image/png"))])
+    assert PredictResponse.model_validate_json(response.content).model_dump() == response.json()
     top = response.json()["predictions"][0]["top_k"]
     assert len(top) == 3 and len({c["index"] for c in top}) == 3
     assert [c["score"] for c in top] == sorted((c["score"] for c in top), reverse=True)

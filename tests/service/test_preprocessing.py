@@ -15,7 +15,7 @@ from service.settings import Settings
 from training import registry
 from training.datasets import load_imagefolder
 from training.local_predict import predict_files
-from training.preprocess import EvalTransform, InputSpec, image_to_uint8
+from training.preprocess import EvalTransform, InputSpec, image_to_uint8, pixels_to_uint8
 
 GREY = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.25,))
 RGB = InputSpec(channels=3, height=32, width=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
@@ -94,8 +94,8 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
     from service.loader import load_model
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
-    batch = predictor.decode([RawImage(p.name, p.read_bytes()) for p in paths], loaded.spec)
-    [(scores, indices)] = predictor._run_batch(loaded, [(batch, 1)])
+    pixels = predictor.decode([RawImage(p.name, p.read_bytes()) for p in paths], loaded.spec)
+    [(scores, indices)] = predictor._run_batch(loaded, [(pixels, 1)])
     local = list(predict_files(trained_registry, MODEL, None, paths))
     assert [row[0] for row in indices] == [loaded.labels.index(label) for _, label, _ in local]
     assert [row[0] for row in scores] == pytest.approx([score for *_, score in local], abs=1e-6)
@@ -106,6 +106,7 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
     for path in paths:
         (folder / path.name).write_bytes(path.read_bytes())
     data = load_imagefolder(tmp_path / "folder", channels=1, image_size=28)
+    batch = pixels_to_uint8(pixels, spec=loaded.spec)
     assert torch.equal(data.train.images, batch)
 
     artifact = registry.load_artifact(trained_registry, MODEL)
