@@ -43,7 +43,7 @@ class MicroBatcher(Generic[K]):
     """Gathers submitted items into batches of at most ``max_batch`` images.
 
     ``run_batch(key, payloads) -> list of results`` runs on the inference thread and returns one
-    result per payload, in order.
+    result per payload, in order; an exception instance as a result fails that payload alone.
     """
 
     def __init__(
@@ -191,5 +191,9 @@ class MicroBatcher(Generic[K]):
             self._m_infer.observe(time.perf_counter() - started)
             self._m_images.inc(sum(item.count for item in batch))
             for item, result in zip(batch, results, strict=True):
-                if not item.future.done():  # the client may have gone away
+                if item.future.done():  # the client went away
+                    continue
+                if isinstance(result, Exception):  # this item's own failure (e.g. a bad image)
+                    item.future.set_exception(result)
+                else:
                     item.future.set_result(result)

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     )
     decode_inline_bytes: int = Field(
         256 * 1024, ge=0,
-        description="bodies up to this size are decoded on the event loop, larger ones in a thread",
+        description="bodies up to this size are decoded on the inference thread with their batch, "
+                    "larger ones in a thread pool before they queue",
     )
     log_level: str = Field("info", description="log level of the service loggers")
 

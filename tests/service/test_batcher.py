@@ -124,3 +124,22 @@ def test_lone_request_does_not_wait_but_announced_ones_are_waited_for():
     assert lone < 0.5
     assert both == ["v:early", "v:late"]
     assert recorder.batches[-1] == ("v", [5, 4])  # one forward for both
+
+
+def test_an_exception_returned_for_one_item_fails_that_item_only():
+    def forward(key, payloads):
+        return [ValueError(p) if p == "bad" else f"ok:{p}" for p in payloads]
+
+    async def main():
+        batcher = MicroBatcher(forward, name="test", executor=ThreadPoolExecutor(1), max_batch=8,
+                               max_wait_s=0.0, max_queue=100)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit("v1", p, 1) for p in ("a", "bad", "b")),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    first, failed, last = _run(main())
+    assert (first, last) == ("ok:a", "ok:b")
+    assert isinstance(failed, ValueError) and str(failed) == "bad"

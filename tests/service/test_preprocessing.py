@@ -10,7 +10,7 @@ from service_support import MODEL, band_images, encode, reference_probabilities
 
 from service.imaging import ImageDecodeError, decode_image
 from service.inputs import RawImage
-from service.predictor import Predictor
+from service.predictor import Job, Predictor
 from service.settings import Settings
 from training import registry
 from training.datasets import load_imagefolder
@@ -95,7 +95,7 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
     pixels = predictor.decode([RawImage(p.name, p.read_bytes()) for p in paths], loaded.spec)
-    [(scores, indices)] = predictor._run_batch(loaded, [(pixels, 1)])
+    [(scores, indices)] = predictor._run_batch(loaded, [Job(1, pixels=pixels)])
     local = list(predict_files(trained_registry, MODEL, None, paths))
     assert [row[0] for row in indices] == [loaded.labels.index(label) for _, label, _ in local]
     assert [row[0] for row in scores] == pytest.approx([score for *_, score in local], abs=1e-6)
@@ -115,3 +115,36 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
     assert [row[0] for row in scores] == pytest.approx(expected.max(1).values.tolist(), abs=1e-6)
     small = reference_probabilities(trained_registry, MODEL, arrays)
     assert small.shape == (6, 10)
+
+
+def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_registry):
+    """Small requests are decoded on the inference thread, several in one batch: one request's
+    bad file must not fail the others, and its error names the file and its index."""
+    import asyncio
+
+    from service.errors import InvalidImageError
+    from service.loader import load_model
+
+    arrays, _ = band_images(3, seed=4)
+    good = [RawImage(f"{i}.png", encode(array)) for i, array in enumerate(arrays)]
+    bad = RawImage("broken.png", encode(arrays[0])[:40])
+    loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
+    predictor = Predictor(Settings(model_registry=trained_registry, model_name=MODEL))
+
+    async def run_batch(jobs):
+        await predictor.start()
+        try:
+            return predictor._run_batch(loaded, jobs)
+        finally:
+            await predictor.stop()
+
+    jobs = [Job(1, files=good[:1]), Job(1, files=[good[1], bad]), Job(2, files=good)]
+    first, failed, last = asyncio.run(run_batch(jobs))
+    assert isinstance(failed, InvalidImageError)
+    [problem] = failed.extra["problems"]
+    assert (problem["index"], problem["filename"], problem["status"]) == (1, "broken.png", 422)
+    expected = reference_probabilities(trained_registry, MODEL, arrays)
+    # Rows hold the batch's largest top_k; encode() trims each request to its own.
+    assert [row[0] for row in first[1]] == [int(expected[0].argmax())]
+    assert [row[0] for row in last[1]] == expected.argmax(1).tolist()
+    assert [len(row) for row in last[0]] == [2, 2, 2]
