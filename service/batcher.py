@@ -1,11 +1,11 @@
 """Dynamic micro-batching: images of concurrent requests share one forward pass.
 
-Requests submit ``(key, images)``; a single consumer task per worker takes queued items, oldest
-first, until the batch holds ``max_batch`` images, and runs them through ``run_batch`` on one
-inference thread, so the event loop keeps accepting and decoding requests meanwhile. That
-overlap is the main batching mechanism: while one forward runs, the next batch fills up, at no
-cost in latency when the server is idle. On top of it, a batch that is not full waits at most
-``max_wait_s`` for more images, and only while this worker is still receiving or decoding other
+Requests submit ``(key, payload, count)``; a single consumer task per worker takes queued
+items, oldest first, until the batch holds ``max_batch`` images, and runs them through
+``run_batch`` on one inference thread, so the event loop keeps accepting and parsing requests
+meanwhile. That overlap is the main batching mechanism: while one batch runs, the next fills
+up, at no cost in latency when the server is idle. On top of it, a batch that is not full waits
+at most ``max_wait_s`` for more images, and only while this worker is still receiving other
 requests (:meth:`MicroBatcher.incoming`), so a lone request never waits for nobody.
 
 Items with different keys (a model version swapped by hot reload) never share a batch. The
@@ -96,7 +96,7 @@ class MicroBatcher(Generic[K]):
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
-        """Mark a request that is being received/decoded: batches may wait a little for it."""
+        """Mark a request whose body is still being received: batches may wait a little for it."""
         self._incoming += 1
         try:
             yield

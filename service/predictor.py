@@ -3,16 +3,15 @@
     parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
     thread, ``torch.inference_mode()``) -> encode (event loop)
 
-Small requests are decoded on the inference thread together with their batch: the event loop
-keeps only HTTP work, and decoding images back to back runs about twice as fast per image as
-decoding each between other requests' framework code. Large bodies (``DECODE_INLINE_BYTES``)
-are decoded in a thread pool before they queue, so that a request of big photos never holds up
-the batch of small ones behind it.
+Small requests are decoded on the inference thread together with their batch, so the event
+loop keeps only HTTP work: health checks, metrics and refusals answer promptly however busy
+the model is. Large bodies (``DECODE_INLINE_BYTES``) are decoded in a thread pool before they
+queue, so that a request of big photos does not hold up the batch of small ones behind it.
 
 Controllers call :meth:`Predictor.predict` with raw files and get the JSON body back; they never
 see a tensor. Each served model name has a :class:`ModelSlot` holding the version being
 served; hot reload (``service.reloader``) swaps ``slot.current`` atomically, and requests that
-already decoded against the old version finish on it, because the batcher groups by version.
+already queued for the old version finish on it, because the batcher groups by version.
 """
 
 import asyncio
