@@ -7,8 +7,9 @@ loopback, against the in-process limit measured in the same run.
 Scenarios (issue 3's goals): the seed MLP with one 28x28 PNG per request and with 32 PNGs per
 request (multipart), ResNet-18 with one 32x32 RGB PNG per request, each at concurrency 1, 8
 and 64, plus ResNet-18 with batching off (MAX_BATCH_SIZE=1). The in-process limit is decode +
-preprocess + forward (the service's own functions) at the best batch size in this process,
-with as many torch threads as the server has in total (2 workers x 1). Models are untrained
+preprocess + forward (the service's own functions, loader and PRECISION) at the best batch size
+in this process, with as many torch threads as the server has in total (2 workers x 1), and
+one call (c=1's reference) at the request's own size. Models are untrained
 (random weights): throughput does not depend on the weights. Images are the real
 Fashion-MNIST test set when Debian's package is installed, else synthetic; the report says which.
 """
@@ -37,11 +38,13 @@ from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
 from service.imaging import decode_pixels  # noqa: E402
+from service.loader import load_model, resolve_precision  # noqa: E402
 from training import registry  # noqa: E402
 from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
-from training.preprocess import EvalTransform, InputSpec, pixels_to_uint8  # noqa: E402
+from training.preprocess import InputSpec, pixels_to_uint8  # noqa: E402
 
 WORKERS = 2
+PRECISION = "auto"  # the server's default; the in-process limit uses the same
 LUA = r"""
 local requests, idx = {}, 0
 function init(args)
@@ -127,15 +130,15 @@ def in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batch
 def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],
                 per_request: int, seconds: float) -> dict:
     torch.set_num_threads(threads)
-    artifact = registry.load_artifact(reg, name)
-    spec, model = artifact.input_spec, artifact.model
-    transform = EvalTransform(spec=spec)
+    cpu = torch.device("cpu")  # the server's own loader and precision: the very same model
+    loaded = load_model(reg, name, None, device=cpu, warmup_batch=max(batches),
+                        dtype=resolve_precision(PRECISION, cpu))
+    spec = loaded.spec
 
     def call(chunk: list[bytes]) -> None:
         pixels = [decode_pixels(b, spec=spec, max_pixels=1 << 24) for b in chunk]
-        batch = pixels_to_uint8(pixels, spec=spec)
         with torch.inference_mode():
-            model(transform(batch)).softmax(1).topk(1, dim=1)
+            loaded.probabilities(pixels_to_uint8(pixels, spec=spec)).topk(1, dim=1)
 
     rates = {}
     for size in batches:
@@ -171,7 +174,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "MODEL_REGISTRY": str(reg), "MODEL_NAME": name,
                        "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(WORKERS),
-                       "TORCH_THREADS": "1", "LOG_LEVEL": "warning", **env}
+                       "TORCH_THREADS": "1", "LOG_LEVEL": "warning", "PRECISION": PRECISION,
+                       **env}
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = open(log, "wb")  # noqa: SIM115
         gunicorn = Path(sys.executable).parent / "gunicorn"
@@ -250,7 +254,9 @@ def main() -> None:
     multi = [multipart(grey[i * 32:(i + 1) * 32], boundary) for i in range(16)]
     write_bodies(work / "mlp32", [body for body, _ in multi])
 
+    dtype = resolve_precision(PRECISION, torch.device("cpu"))
     print(f"images: {source}; models untrained (random weights); {os.cpu_count()} CPUs; "
+          f"PRECISION={PRECISION} ({str(dtype).removeprefix('torch.')}); "
           f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     inproc_s = 0.5 if args.quick else 1.5
     limits = {

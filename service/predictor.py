@@ -37,7 +37,7 @@ from service.errors import (
 )
 from service.imaging import ImageDecodeError, decode_pixels, install_pixel_limit
 from service.inputs import BodyBudget, RawImage
-from service.loader import LoadedModel, resolve_device
+from service.loader import LoadedModel, resolve_device, resolve_precision
 from service.settings import Settings
 from training.preprocess import InputSpec, pixels_to_uint8
 from training.registry import RegistryError, validate_name
@@ -81,6 +81,7 @@ class Predictor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
+        self.dtype = resolve_precision(settings.precision, self.device)
         self.slots: dict[str, ModelSlot] = {}
         self.body_budget = BodyBudget(settings.max_inflight_bytes)
         self._inference_pool: ThreadPoolExecutor | None = None
@@ -113,8 +114,9 @@ class Predictor:
             self.slots[name] = ModelSlot(name=name, batcher=batcher)
             metrics.MODEL_VERSION.labels(name).set(0)
         log.info(
-            "predictor started: models %s on %s, %d torch thread(s), max batch %d, wait %.1f ms",
-            self.settings.model_names, self.device, threads, self.settings.max_batch_size,
+            "predictor started: models %s on %s in %s, %d torch thread(s), max batch %d, "
+            "wait %.1f ms", self.settings.model_names, self.device,
+            str(self.dtype).removeprefix("torch."), threads, self.settings.max_batch_size,
             self.settings.max_batch_wait_ms,
         )
 

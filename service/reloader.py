@@ -90,7 +90,8 @@ class Reloader:
         try:
             return await self.predictor.in_loader_thread(
                 load_model, self.settings.model_registry, slot.name, version,
-                device=self.predictor.device, warmup_batch=self.settings.max_batch_size,
+                device=self.predictor.device, dtype=self.predictor.dtype,
+                warmup_batch=self.settings.max_batch_size,
             )
         except ArtifactValidationError as exc:
             # The version is there and bad; versions are immutable, so never retry it by poll.

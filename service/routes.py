@@ -137,7 +137,8 @@ class InfoController(Controller):
                 architecture=meta["architecture"], class_labels=loaded.labels,
                 input=InputSpecSchema(**loaded.spec.to_dict()), metrics=meta.get("metrics", {}),
                 dataset=meta.get("dataset"), created_at=meta.get("created_at"),
-                weights_sha256=loaded.sha256, device=str(loaded.device), loaded_at=loaded.loaded_at,
+                weights_sha256=loaded.sha256, device=str(loaded.device),
+                precision=str(loaded.dtype).removeprefix("torch."), loaded_at=loaded.loaded_at,
             ))
         waiting = [n for n, s in predictor.slots.items() if s.current is None]
         return ModelsResponse(models=infos, waiting_for=waiting)

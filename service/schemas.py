@@ -62,6 +62,7 @@ class LoadedModelInfo(BaseModel):
     created_at: str | None
     weights_sha256: str
     device: str
+    precision: str = Field(description="dtype of weights and activations (PRECISION)")
     loaded_at: str
 
 

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         description="model(s) to serve, comma-separated; the first is the default",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="weights and activations; auto = bf16 where the CPU/GPU computes it natively "
+                    "(AMX, AVX512-BF16, CUDA bf16), else fp32; fp16 needs CUDA",
+    )
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = off")
     admin_token_file: Path | None = Field(None, description="file holding the admin token")
     web_concurrency: int = Field(1, ge=1, description="gunicorn workers (sizes TORCH_THREADS)")

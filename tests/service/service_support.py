@@ -94,7 +94,7 @@ def inprocess_settings(reg: Path, **overrides):
     from service.settings import Settings
 
     values = {"model_registry": reg, "model_name": MODEL, "torch_threads": 1,
-              "reload_interval_s": 0.2, "device": "cpu"} | overrides
+              "reload_interval_s": 0.2, "device": "cpu", "precision": "fp32"} | overrides
     return Settings(**values)
 
 
@@ -124,6 +124,8 @@ class Server:
             "MODEL_REGISTRY": str(registry), "MODEL_NAME": MODEL, "BIND": f"127.0.0.1:{self.port}",
             "WEB_CONCURRENCY": "2", "TORCH_THREADS": "1", "RELOAD_INTERVAL_S": "0.3",
             "DEVICE": "cpu", "LOG_LEVEL": "info", "GRACEFUL_TIMEOUT": "5",
+            # fp32: tests compare scores with fp32 references to 1e-5 (bf16 has its own test)
+            "PRECISION": "fp32",
         }
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         environment.update(env)

@@ -9,7 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from litestar.testing import TestClient
 from pydantic import ValidationError
-from service_support import MODEL, TOKEN, band_images, encode, inprocess_settings, wait_ready
+from service_support import (
+    MODEL,
+    TOKEN,
+    band_images,
+    encode,
+    inprocess_settings,
+    reference_probabilities,
+    wait_ready,
+)
 
 from service.app import create_app
 from service.predictor import Predictor
@@ -130,3 +138,26 @@ def test_multiple_models_are_served_by_name(trained_registry):
         missing = client.post("/predict?model=absent", content=PNG,
                               headers={"Content-Type": "image/png"})
         assert missing.status_code == 503 and missing.json()["error"] == "model_not_ready"
+
+
+def test_bf16_serving_agrees_with_the_fp32_model(trained_registry):
+    """PRECISION=bf16 (what auto picks on AMX CPUs): same classes as fp32, scores within bf16's
+    resolution, and /models says which precision answers."""
+    arrays, _ = band_images(8, seed=11)
+    expected = reference_probabilities(trained_registry, MODEL, arrays)  # fp32, in process
+    settings = inprocess_settings(trained_registry, precision="bf16")
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        files = [("file", (f"{i}.png", encode(a), "image/png")) for i, a in enumerate(arrays)]
+        response = client.post("/predict", files=files)
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert [p["index"] for p in predictions] == expected.argmax(1).tolist()
+        assert [p["score"] for p in predictions] == pytest.approx(
+            expected.max(1).tolist(), abs=2e-2)
+        assert client.get("/models").json()["models"][0]["precision"] == "bfloat16"
+
+
+def test_fp16_is_refused_on_cpu_at_startup(trained_registry):
+    with pytest.raises(RuntimeError, match="PRECISION=fp16 needs CUDA"):
+        create_app(inprocess_settings(trained_registry, precision="fp16"))
