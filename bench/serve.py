@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
 from service.imaging import decode_pixels  # noqa: E402
-from service.loader import load_model, resolve_precision  # noqa: E402
+from service.loader import load_model  # noqa: E402
 from training import registry  # noqa: E402
 from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
 from training.preprocess import InputSpec, pixels_to_uint8  # noqa: E402
@@ -132,7 +132,7 @@ def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batc
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")  # the server's own loader and precision: the very same model
     loaded = load_model(reg, name, None, device=cpu, warmup_batch=max(batches),
-                        dtype=resolve_precision(PRECISION, cpu))
+                        precision=PRECISION)
     spec = loaded.spec
 
     def call(chunk: list[bytes]) -> None:
@@ -157,7 +157,8 @@ def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batc
         timings.append(time.perf_counter() - started)
     best = max(rates, key=rates.get)
     return {"rates": rates, "best_batch": best, "best_ips": rates[best], "threads": threads,
-            "call_ms": float(np.median(timings)) * 1e3}
+            "call_ms": float(np.median(timings)) * 1e3,
+            "dtype": str(loaded.dtype).removeprefix("torch.")}
 
 
 # ----------------------------------------------------------------------------- the server
@@ -254,10 +255,8 @@ def main() -> None:
     multi = [multipart(grey[i * 32:(i + 1) * 32], boundary) for i in range(16)]
     write_bodies(work / "mlp32", [body for body, _ in multi])
 
-    dtype = resolve_precision(PRECISION, torch.device("cpu"))
     print(f"images: {source}; models untrained (random weights); {os.cpu_count()} CPUs; "
-          f"PRECISION={PRECISION} ({str(dtype).removeprefix('torch.')}); "
-          f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+          f"PRECISION={PRECISION}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
     inproc_s = 0.5 if args.quick else 1.5
     limits = {
         "mlp": in_process(reg, "mlp", grey, threads=WORKERS, batches=[1, 8, 32, 64, 128, 256],
@@ -269,8 +268,8 @@ def main() -> None:
         reg, "mlp", grey, threads=WORKERS, batches=[32], per_request=32, seconds=0.2)["call_ms"])
     for key, limit in limits.items():
         print(f"in-process limit {key}: {limit['best_ips']:.0f} images/s at batch "
-              f"{limit['best_batch']} with {limit['threads']} torch thread(s), one call "
-              f"{limit['call_ms']:.2f} ms", flush=True)
+              f"{limit['best_batch']} with {limit['threads']} torch thread(s) in "
+              f"{limit['dtype']}, one call {limit['call_ms']:.2f} ms", flush=True)
 
     scenarios = [  # (label, model, body dir, count, content type, images/request, limit, env)
         ("mlp 1 png", "mlp", "mlp1", len(grey), raw_png, 1, "mlp", {}),

@@ -37,7 +37,7 @@ from service.errors import (
 )
 from service.imaging import ImageDecodeError, decode_pixels, install_pixel_limit
 from service.inputs import BodyBudget, RawImage
-from service.loader import LoadedModel, resolve_device, resolve_precision
+from service.loader import LoadedModel, resolve_device
 from service.settings import Settings
 from training.preprocess import InputSpec, pixels_to_uint8
 from training.registry import RegistryError, validate_name
@@ -81,7 +81,8 @@ class Predictor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.dtype = resolve_precision(settings.precision, self.device)
+        if settings.precision == "fp16" and self.device.type != "cuda":
+            raise RuntimeError("PRECISION=fp16 needs CUDA; use bf16 or fp32 on CPU")
         self.slots: dict[str, ModelSlot] = {}
         self.body_budget = BodyBudget(settings.max_inflight_bytes)
         self._inference_pool: ThreadPoolExecutor | None = None
@@ -114,9 +115,9 @@ class Predictor:
             self.slots[name] = ModelSlot(name=name, batcher=batcher)
             metrics.MODEL_VERSION.labels(name).set(0)
         log.info(
-            "predictor started: models %s on %s in %s, %d torch thread(s), max batch %d, "
-            "wait %.1f ms", self.settings.model_names, self.device,
-            str(self.dtype).removeprefix("torch."), threads, self.settings.max_batch_size,
+            "predictor started: models %s on %s, precision %s, %d torch thread(s), max batch %d, "
+            "wait %.1f ms", self.settings.model_names, self.device, self.settings.precision,
+            threads, self.settings.max_batch_size,
             self.settings.max_batch_wait_ms,
         )
 

@@ -90,7 +90,7 @@ class Reloader:
         try:
             return await self.predictor.in_loader_thread(
                 load_model, self.settings.model_registry, slot.name, version,
-                device=self.predictor.device, dtype=self.predictor.dtype,
+                device=self.predictor.device, precision=self.settings.precision,
                 warmup_batch=self.settings.max_batch_size,
             )
         except ArtifactValidationError as exc:

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from litestar.testing import TestClient
 from pydantic import ValidationError
 from service_support import (
@@ -161,3 +162,18 @@ def test_bf16_serving_agrees_with_the_fp32_model(trained_registry):
 def test_fp16_is_refused_on_cpu_at_startup(trained_registry):
     with pytest.raises(RuntimeError, match="PRECISION=fp16 needs CUDA"):
         create_app(inprocess_settings(trained_registry, precision="fp16"))
+
+
+def test_auto_precision_is_bf16_only_for_convolutions_on_native_bf16_cpus():
+    import models
+    from service.loader import resolve_precision
+    from training.runtime import cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    mlp = models.build_model("mlp", num_classes=10, in_channels=1, image_size=(28, 28))
+    cnn = models.build_model("cnn", num_classes=10, in_channels=1, image_size=(28, 28))
+    assert resolve_precision("auto", cpu, mlp) == torch.float32
+    assert resolve_precision("auto", cpu, cnn) == (
+        torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert resolve_precision("fp32", cpu, cnn) == torch.float32
+    assert resolve_precision("bf16", cpu, mlp) == torch.bfloat16
