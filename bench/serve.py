@@ -46,7 +46,9 @@ from training.preprocess import InputSpec, pixels_to_uint8  # noqa: E402
 
 WORKERS = 2
 PRECISION = "auto"  # the server's default; the in-process limit uses the same
-LUA = r"""
+# wrk script prelude: POST /predict with the bodies body_<i>.bin of a directory, round robin
+# from a random start (arguments: directory, count, Content-Type). bench/soak.py shares it.
+LUA_BODIES = r"""
 local requests, idx = {}, 0
 function init(args)
   local dir, count, ctype = args[1], tonumber(args[2]), args[3]
@@ -62,6 +64,8 @@ function request()
   idx = idx % #requests + 1
   return requests[idx]
 end
+"""
+LUA = LUA_BODIES + r"""
 function done(summary, latency, _)
   local e = summary.errors
   io.write(string.format(

@@ -34,28 +34,22 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import Server, load_images, multipart, png, publish, write_bodies  # noqa: E402
+from serve import (  # noqa: E402
+    LUA_BODIES,
+    Server,
+    load_images,
+    multipart,
+    png,
+    publish,
+    write_bodies,
+)
 
 from training.preprocess import InputSpec  # noqa: E402
 
-LUA = r"""
-local requests, idx, threads = {}, 0, {}
+LUA = LUA_BODIES + r"""
+local threads = {}
 statuses, retry_after = {}, 0
 function setup(thread) table.insert(threads, thread) end
-function init(args)
-  local dir, count, ctype = args[1], tonumber(args[2]), args[3]
-  for i = 0, count - 1 do
-    local f = assert(io.open(dir .. "/body_" .. i .. ".bin", "rb"))
-    local body = f:read("*a")
-    f:close()
-    requests[#requests + 1] = wrk.format("POST", "/predict", {["Content-Type"] = ctype}, body)
-  end
-  idx = math.random(0, #requests - 1)
-end
-function request()
-  idx = idx % #requests + 1
-  return requests[idx]
-end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
   if status == 503 and (headers["retry-after"] or headers["Retry-After"]) then retry_after = retry_after + 1 end
