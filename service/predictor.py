@@ -44,7 +44,7 @@ from training.registry import RegistryError, validate_name
 
 log = logging.getLogger(__name__)
 
-# Per image of a job: (scores, indices), each a row of top_k floats / ints.
+# What a job gets back: (scores, indices), one row of top-k floats / ints per image.
 Result = tuple[list[list[float]], list[list[int]]]
 ImageSource = Callable[[], Awaitable[list[RawImage]]]
 
@@ -277,8 +277,8 @@ class Predictor:
         """The JSON body of :class:`~service.schemas.PredictResponse`, encoded directly.
 
         Plain dicts through msgspec instead of pydantic objects through Litestar's serializer:
-        the same JSON (``tests/service`` validates it against the schema) at a fraction of the
-        per-request CPU, which at small images is a large share of the whole request.
+        the same JSON (``tests/service`` validates it against the schema) for less CPU, which
+        matters when a request carries one small image.
         """
         labels = loaded.labels
         predictions = []
