@@ -163,7 +163,7 @@ def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batc
     best = max(rates, key=rates.get)
     return {"rates": rates, "best_batch": best, "best_ips": rates[best], "threads": threads,
             "call_ms": float(np.median(timings)) * 1e3,
-            "dtype": str(loaded.dtype).removeprefix("torch.")}
+            "dtype": loaded.precision}
 
 
 # ----------------------------------------------------------------------------- the server

@@ -76,6 +76,11 @@ class LoadedModel:
     def sha256(self) -> str:
         return self.metadata["weights_sha256"]
 
+    @property
+    def precision(self) -> str:
+        """``float32``, ``bfloat16`` or ``float16``: what logs and ``/models`` show."""
+        return str(self.dtype).removeprefix("torch.")
+
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, C, H, W)`` on CPU -> float32 softmax ``(N, classes)`` on CPU.
 
@@ -132,6 +137,6 @@ def load_model(
     log.info(
         "loaded %s v%s (%s, %d labels, input %dx%dx%d) on %s in %s", name, loaded.version,
         loaded.metadata["architecture"], len(loaded.labels), spec.channels, spec.height,
-        spec.width, device, str(dtype).removeprefix("torch."),
+        spec.width, device, loaded.precision,
     )
     return loaded

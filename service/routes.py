@@ -138,7 +138,7 @@ class InfoController(Controller):
                 input=InputSpecSchema(**loaded.spec.to_dict()), metrics=meta.get("metrics", {}),
                 dataset=meta.get("dataset"), created_at=meta.get("created_at"),
                 weights_sha256=loaded.sha256, device=str(loaded.device),
-                precision=str(loaded.dtype).removeprefix("torch."), loaded_at=loaded.loaded_at,
+                precision=loaded.precision, loaded_at=loaded.loaded_at,
             ))
         waiting = [n for n, s in predictor.slots.items() if s.current is None]
         return ModelsResponse(models=infos, waiting_for=waiting)

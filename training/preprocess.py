@@ -73,8 +73,8 @@ def image_to_pixels(image: Image.Image, *, spec: InputSpec) -> bytes:
 
     Transparent pixels are composited on black (the background of the training data), palette
     and 16-bit images are converted first, and any size is resized with bilinear antialiasing.
-    Bytes rather than a tensor so that the service can decode on its event loop without a torch
-    call per image and build each batch with :func:`pixels_to_uint8` in one copy.
+    Bytes rather than a tensor so that the service decodes without a torch call per image and
+    builds each batch with :func:`pixels_to_uint8` in one copy.
     """
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
