@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                               description="ADMIN_TOKEN"),
             }),
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "predictor": predictor}),
         logging_config=None,  # gunicorn's logconfig_dict (service/gunicorn.conf.py) owns logging
         debug=False,
     )

@@ -11,6 +11,7 @@ import binascii
 import re
 from base64 import b64decode
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import msgspec
 import multipart
@@ -33,6 +34,8 @@ ACCEPTED_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/json")
 VECTOR_MEDIA_TYPES = ("image/svg+xml", "image/svg")
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 _URL_SAFE = str.maketrans("-_", "+/")
+MAX_TOP_K = 1000
+_TOP_K = re.compile(r"^[0-9]{1,4}$")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,22 @@ class BodyBudget:
 
     def release(self, size: int) -> None:
         self.in_use -= size
+
+
+def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:
+    """``top_k`` (1 when absent) and ``model`` (None when absent) of a ``/predict`` query;
+    400 for a value that is not one. Other parameters are ignored. The model name itself is
+    checked where it is used (``Predictor.slot``)."""
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in ("top_k", "model"):
+            if name in values:
+                raise BadRequestError(f"{name} is given more than once")
+            values[name] = value
+    text = values.get("top_k", "1")
+    if not _TOP_K.match(text) or not 1 <= int(text) <= MAX_TOP_K:
+        raise BadRequestError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
+    return int(text), values.get("model")
 
 
 def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> list[RawImage]:

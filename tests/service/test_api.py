@@ -228,8 +228,13 @@ def test_models_health_docs_and_unknown_routes(server):
     ready = server.client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["models"] == {MODEL: "1"}
     schema = server.client.get("/schema/openapi.json").json()
-    content = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
-    assert set(content) == {"multipart/form-data", "image/*", "application/json"}
+    operation = schema["paths"]["/predict"]["post"]
+    assert set(operation["requestBody"]["content"]) == {
+        "multipart/form-data", "image/*", "application/json"}
+    # The handler reads its query by hand: the schema must still document it and the answer.
+    assert {p["name"] for p in operation["parameters"]} == {"top_k", "model"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == (
+        "#/components/schemas/PredictResponse")
     assert server.client.get("/schema/swagger").status_code == 200
     missing = server.client.get("/nowhere")
     assert missing.status_code == 404 and json.loads(missing.text)["error"] == "not_found"

@@ -332,6 +332,7 @@ def test_multipart_text_fields_are_400_and_names_do_not_matter(server, images):
 @pytest.mark.parametrize("query", [
     "top_k=0", "top_k=-1", "top_k=abc", "top_k=", "top_k=1.5", "top_k=1e3", "top_k=11",
     "top_k=99999999999999999999999999", "top_k=%00", "top_k=1&top_k=x", "top_k=\u00e9",
+    "top_k=2&top_k=2", "top_k=+3", "top_k=0x10", "top_k=1001",
 ])
 def test_bad_query_values_are_400(server, images, query):
     assert_clean_error(_post(server, encode(images[0]), query=f"?{query}"), 400)
