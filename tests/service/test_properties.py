@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.errors import ServiceError
 from service.imaging import ImageDecodeError, decode_image
-from service.inputs import parse_images
+from service.inputs import MAX_TOP_K, parse_images, parse_predict_query
 from training.preprocess import InputSpec
 
 GREY = InputSpec(1, 28, 28, (0.5,), (0.5,))
@@ -120,6 +120,30 @@ def test_any_body_parses_to_images_or_a_4xx_error(content_type, body):
         assert 400 <= exc.status_code < 500
         return
     assert 1 <= len(images) <= 8 and all(isinstance(i.data, bytes) for i in images)
+
+
+@PROPERTY
+@given(st.binary(max_size=200))
+def test_any_query_gives_a_valid_top_k_or_a_400(query):
+    """The /predict handler parses its query by hand (service.inputs): whatever arrives, it
+    yields a top_k in range and the raw model name, or a 400."""
+    try:
+        top_k, model = parse_predict_query(query)
+    except ServiceError as exc:
+        assert exc.status_code == 400
+        return
+    assert isinstance(top_k, int) and 1 <= top_k <= MAX_TOP_K
+    assert model is None or isinstance(model, str)
+
+
+def test_query_defaults_and_values():
+    assert parse_predict_query(b"") == (1, None)
+    assert parse_predict_query(b"top_k=3&model=fmnist&other=x") == (3, "fmnist")
+    assert parse_predict_query(b"model=") == (1, "")  # refused later as an invalid name
+    for bad in (b"top_k=0", b"top_k=1001", b"top_k=", b"top_k=1&top_k=1", b"model=a&model=b"):
+        with pytest.raises(ServiceError) as caught:
+            parse_predict_query(bad)
+        assert caught.value.status_code == 400
 
 
 @PROPERTY
