@@ -23,9 +23,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service.admin import AdminController
 from service.errors import exception_to_http_response
 from service.middleware import ObservabilityMiddleware
+from service.predict_route import document_predict, predict
 from service.predictor import Predictor
 from service.reloader import Reloader
-from service.routes import InfoController, PredictController
+from service.routes import InfoController
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await predictor.stop()
 
     app = Litestar(
-        route_handlers=[PredictController, InfoController, AdminController],
+        route_handlers=[predict, InfoController, AdminController],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "predictor": Provide(lambda: predictor, use_cache=True, sync_to_thread=False),
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # gunicorn's logconfig_dict (service/gunicorn.conf.py) owns logging
         debug=False,
     )
+    document_predict(app.openapi_schema)  # a raw ASGI route: Litestar cannot describe it
     # Outermost layer (outside Litestar's exception handling) so that request ids and request
     # metrics cover every response, 404s and errors included.
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, shed=predictor.shed)

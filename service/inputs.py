@@ -15,8 +15,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import multipart
-from litestar import Request
-from litestar.exceptions import InternalServerException
+from litestar.types import Receive
 from pydantic import ValidationError
 
 from service.errors import (
@@ -47,17 +46,19 @@ class RawImage:
 
 
 class BodyBudget:
-    """Bytes of request bodies this worker holds at once, bounded: beyond ``limit`` a request is
-    refused with 503 (``Retry-After``) instead of buffered, so many concurrent large uploads
-    cannot exhaust memory. Each body is also capped at MAX_BODY_BYTES by Litestar, which stops
-    reading (413) as soon as a streamed body passes it.
+    """Request bodies of ``POST /predict``, read with two bounds: each body at most ``max_body``
+    bytes (413, ``MAX_BODY_BYTES``, refused as soon as it is announced or streamed past it), and
+    at most ``limit`` bytes of bodies held by this worker at once (``MAX_INFLIGHT_BYTES``):
+    beyond it a request is refused with 503 (``Retry-After``) instead of buffered, so many
+    concurrent large uploads cannot exhaust memory.
 
     Only bytes actually received count, so a client that announces a large body and sends
     nothing blocks nobody; an empty budget always admits one request, however large.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, max_body: int) -> None:
         self.limit = limit
+        self.max_body = max_body
         self.in_use = 0
 
     def _refuse(self) -> QueueFullError:
@@ -66,24 +67,36 @@ class BodyBudget:
             f"(MAX_INFLIGHT_BYTES={self.limit}); retry shortly"
         )
 
-    async def read(self, request: Request) -> bytes:
-        """The whole body of ``request``; the caller must :meth:`release` ``len(body)``."""
-        announced = request.content_length
+    def _too_large(self, size: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"request body of {size} bytes or more exceeds MAX_BODY_BYTES={self.max_body}")
+
+    async def read(self, receive: Receive, announced: int | None) -> bytes:
+        """The whole body, from the ASGI ``receive`` of a request whose ``Content-Length`` is
+        ``announced``; the caller must :meth:`release` ``len(body)``."""
+        if announced is not None and announced > self.max_body:
+            raise self._too_large(announced)
         if announced and self.in_use and self.in_use + announced > self.limit:
             raise self._refuse()
         chunks: list[bytes] = []
         taken = 0
         try:
-            try:
-                async for chunk in request.stream():
-                    if chunk:
-                        taken += len(chunk)
-                        self.in_use += len(chunk)
-                        if self.in_use > self.limit and self.in_use > taken:
-                            raise self._refuse()
-                        chunks.append(chunk)
-            except InternalServerException as exc:  # "client disconnected prematurely"
-                raise ClientDisconnectedError(f"the client went away: {exc.detail}") from None
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnectedError(
+                        f"the client went away after sending {taken} bytes of its body")
+                chunk = message.get("body", b"")
+                if chunk:
+                    taken += len(chunk)
+                    self.in_use += len(chunk)
+                    if taken > self.max_body:
+                        raise self._too_large(taken)
+                    if self.in_use > self.limit and self.in_use > taken:
+                        raise self._refuse()
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
         except BaseException:
             self.in_use -= taken
             raise

@@ -84,7 +84,8 @@ class Predictor:
         if settings.precision == "fp16" and self.device.type != "cuda":
             raise RuntimeError("PRECISION=fp16 needs CUDA; use bf16 or fp32 on CPU")
         self.slots: dict[str, ModelSlot] = {}
-        self.body_budget = BodyBudget(settings.max_inflight_bytes)
+        self.body_budget = BodyBudget(settings.max_inflight_bytes,
+                                      max_body=settings.max_body_bytes)
         self._inference_pool: ThreadPoolExecutor | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self._loader_pool: ThreadPoolExecutor | None = None
