@@ -8,6 +8,7 @@ Torch-free: this only finds the bytes; :mod:`service.imaging` decodes them.
 """
 
 import binascii
+import itertools
 import re
 from base64 import b64decode
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from service.errors import (
     QueueFullError,
     UnsupportedMediaTypeError,
 )
+from service.form_fast import split_files
 from service.schemas import PredictJsonRequest
 
 ACCEPTED_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/json")
@@ -157,6 +159,9 @@ def _check_count(count: int, max_images: int) -> None:
 def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> list[RawImage]:
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary parameter")
+    files = split_files(body, boundary.encode(), max_parts=max_images)
+    if files is not None:  # the canonical shape, split fast; the library decides the others
+        return [RawImage(filename=name, data=data) for name, data in files]
     images: list[RawImage] = []
     segment: multipart.MultipartSegment | None = None
     chunks: list[bytes] = []
@@ -164,7 +169,7 @@ def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> li
     parser = multipart.PushMultipartParser(boundary.encode(), max_segment_count=max_images + 1)
     try:
         with parser:
-            for event in [*parser.parse(body), *parser.parse(b"")]:
+            for event in itertools.chain(parser.parse(body), parser.parse(b"")):
                 if isinstance(event, multipart.MultipartSegment):
                     segment, chunks = event, []
                 elif event:
@@ -177,8 +182,11 @@ def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> li
                         )
                     images.append(RawImage(filename=segment.filename, data=b"".join(chunks)))
                     segment = None
-    except multipart.ParserLimitReached:
-        _check_count(max_images + 1, max_images)
+    except multipart.ParserLimitReached as exc:
+        if len(images) > max_images:  # the segment count, else a header size or count limit
+            raise PayloadTooLargeError(f"more than {max_images} images in one request; at most "
+                                       f"MAX_IMAGES={max_images} are accepted") from None
+        raise BadRequestError(f"malformed multipart/form-data body: {exc}") from None
     except multipart.MultipartError as exc:
         raise BadRequestError(f"malformed multipart/form-data body: {exc}") from None
     return images
