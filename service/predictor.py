@@ -8,10 +8,11 @@ loop keeps only HTTP work: health checks, metrics and refusals answer promptly h
 the model is. Large bodies (``DECODE_INLINE_BYTES``) are decoded in a thread pool before they
 queue, so that a request of big photos does not hold up the batch of small ones behind it.
 
-Controllers call :meth:`Predictor.predict` with raw files and get the JSON body back; they never
-see a tensor. Each served model name has a :class:`ModelSlot` holding the version being
-served; hot reload (``service.reloader``) swaps ``slot.current`` atomically, and requests that
-already queued for the old version finish on it, because the batcher groups by version.
+The ``/predict`` route (``service.predict_route``) calls :meth:`Predictor.predict` with raw
+files and gets the JSON body back; it never sees a tensor. Each served model name has a
+:class:`ModelSlot` holding the version being served; hot reload (``service.reloader``) swaps
+``slot.current`` atomically, and requests that already queued for the old version finish on
+it, because the batcher groups by version.
 """
 
 import asyncio
