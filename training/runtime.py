@@ -17,14 +17,35 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
+def choose_device(name: str, *, gpus: int, local_rank: int | None, local_world_size: int) -> torch.device:
+    """The device of this process, from ``--device``, the GPU count and torchrun's local rank.
+
+    Under torchrun every local rank needs a GPU of its own (``cuda:LOCAL_RANK``): ``auto``
+    with fewer GPUs than processes per node trains on the CPU (gloo) rather than crashing
+    on a missing device ordinal, and ``cuda`` fails at once, saying how many GPUs there are.
+    """
+    if name == "cuda" and gpus == 0:
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    enough_gpus = gpus > 0 and (local_rank is None or local_world_size <= gpus)
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        if local_rank is not None and 0 < gpus < local_world_size:
+            log.warning("torchrun started %d processes per node but torch sees %d GPU(s): training on "
+                        "the CPU; use --nproc-per-node %d to train on the GPUs", local_world_size, gpus, gpus)
+        name = "cuda" if enough_gpus else "cpu"
+    if name == "cuda" and local_rank is not None:
+        if not enough_gpus:
+            raise RuntimeError(f"torchrun started {local_world_size} processes per node but torch sees "
+                               f"{gpus} GPU(s); use --nproc-per-node {gpus} or --device cpu")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def resolve_device(name: str) -> torch.device:
+    local_rank = os.environ.get("LOCAL_RANK")
+    return choose_device(
+        name, gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        local_rank=None if local_rank is None else int(local_rank),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def resolve_runtime(*, device: str, precision: str, channels_last: bool) -> Runtime:
