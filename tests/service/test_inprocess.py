@@ -21,6 +21,7 @@ from service_support import (
 )
 
 from service.app import create_app
+from service.loader import warmup_sizes
 from service.predictor import Predictor
 from service.settings import Settings
 from training import registry
@@ -177,3 +178,9 @@ def test_auto_precision_is_bf16_only_for_convolutions_on_native_bf16_cpus():
         torch.bfloat16 if cpu_has_bf16() else torch.float32)
     assert resolve_precision("fp32", cpu, cnn) == torch.float32
     assert resolve_precision("bf16", cpu, mlp) == torch.bfloat16
+
+
+def test_cuda_warms_every_batch_size_the_batcher_can_form():
+    assert warmup_sizes(torch.device("cuda"), 4) == [1, 2, 3, 4]
+    assert warmup_sizes(torch.device("cpu"), 64) == [1, 64]
+    assert warmup_sizes(torch.device("cpu"), 1) == [1]
