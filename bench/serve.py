@@ -8,66 +8,44 @@ loopback, against the in-process limit measured in the same run.
 Scenarios (issue 3's goals): the seed MLP with one 28x28 PNG per request and with 32 PNGs per
 request (multipart), ResNet-18 with one 32x32 RGB PNG per request, each at concurrency 1, 8
 and 64, plus ResNet-18 with batching off (MAX_BATCH_SIZE=1). The in-process limit is decode +
-preprocess + forward (the service's own functions, loader and PRECISION) at the best batch size
-in this process, with as many torch threads as the server has in total (2 workers x 1), and
-one call (c=1's reference) at the request's own size. The limit is measured once at the start
-(to find the best batch size) and again right before every served run, at that batch size:
-each row is compared with the reference taken next to it, because this shared host's speed
-drifts by up to 2x within minutes. Models are untrained
+preprocess + forward (``bench/inprocess.py``: the service's own functions, loader, DEVICE and
+PRECISION) at the best batch size in this process, with as many torch threads as the server
+has in total (2 workers x 1), and one call (c=1's reference) at the request's own size. The
+limit is measured once at the start (to find the best batch size) and again right before
+every served run, at that batch size: each row is compared with the reference taken next to
+it, because this shared host's speed drifts by up to 2x within minutes. Models are untrained
 (random weights): throughput does not depend on the weights. Images are the real
 Fashion-MNIST test set when Debian's package is installed, else synthetic; the report says which.
 """
 
 import argparse
-import io
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    LUA_BODIES,
+    PRECISION,
+    WORKERS,
+    Server,
+    load_images,
+    multipart,
+    png,
+    publish,
+    write_bodies,
+)
+from inprocess import in_process  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import models  # noqa: E402
-from service.imaging import decode_pixels  # noqa: E402
-from service.loader import load_model  # noqa: E402
-from training import registry  # noqa: E402
-from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
-from training.preprocess import InputSpec, pixels_to_uint8  # noqa: E402
+from training.preprocess import InputSpec  # noqa: E402
 
-WORKERS = 2
-PRECISION = "auto"  # the server's default; the in-process limit uses the same
-# wrk script prelude: POST /predict with the bodies body_<i>.bin of a directory, round robin
-# from a random start (arguments: directory, count, Content-Type). bench/soak.py shares it.
-LUA_BODIES = r"""
-local requests, idx = {}, 0
-function init(args)
-  local dir, count, ctype = args[1], tonumber(args[2]), args[3]
-  for i = 0, count - 1 do
-    local f = assert(io.open(dir .. "/body_" .. i .. ".bin", "rb"))
-    local body = f:read("*a")
-    f:close()
-    requests[#requests + 1] = wrk.format("POST", "/predict", {["Content-Type"] = ctype}, body)
-  end
-  idx = math.random(0, #requests - 1)
-end
-function request()
-  idx = idx % #requests + 1
-  return requests[idx]
-end
-"""
 LUA = LUA_BODIES + r"""
 function done(summary, latency, _)
   local e = summary.errors
@@ -79,140 +57,6 @@ function done(summary, latency, _)
 end
 """
 
-
-# ----------------------------------------------------------------------------- inputs
-
-def load_images(count: int) -> tuple[np.ndarray, str]:
-    """uint8 (N, 28, 28): Fashion-MNIST test images when installed, else synthetic."""
-    path = DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz"
-    if path.is_file():
-        return read_idx(path)[:count].copy(), f"real Fashion-MNIST test images ({path})"
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 255, (count, 28, 28), dtype=np.uint8), "synthetic random images"
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def multipart(files: list[bytes], boundary: str) -> tuple[bytes, str]:
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
-        for i, data in enumerate(files)
-    ]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
-        f"multipart/form-data; boundary={boundary}")
-
-
-def publish(reg: Path, name: str, arch: str, spec: InputSpec) -> None:
-    torch.manual_seed(0)
-    model = models.build_model(arch, num_classes=10, in_channels=spec.channels,
-                               image_size=spec.size)
-    metadata = registry.build_metadata(
-        name=name, architecture=arch, architecture_kwargs={}, class_labels=FASHION_MNIST_LABELS,
-        input_spec=spec, metrics={}, dataset="untrained (benchmark)", config={})
-    registry.promote(reg, name, registry.publish(reg, metadata, model.state_dict()))
-
-
-# ----------------------------------------------------------------------------- in process
-
-def in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],
-               per_request: int, seconds: float, repeat: int = 1) -> dict:
-    """Best images/s of decode + preprocess + forward + top-1, and one call of ``per_request``.
-
-    Measured with 1 and with ``threads`` intra-op threads (``repeat`` times each), keeping the
-    best: on a busy machine two OpenMP threads can be much slower than one, and the limit must
-    be the best this process can do, never a handicapped one.
-    """
-    results = [_in_process(reg, name, bodies, threads=t, batches=batches,
-                           per_request=per_request, seconds=seconds)
-               for t in sorted({1, threads}) for _ in range(repeat)]
-    best = max(results, key=lambda r: r["best_ips"])
-    best["call_ms"] = min(r["call_ms"] for r in results)
-    return best
-
-
-def _in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],
-                per_request: int, seconds: float) -> dict:
-    torch.set_num_threads(threads)
-    cpu = torch.device("cpu")  # the server's own loader and precision: the very same model
-    loaded = load_model(reg, name, None, device=cpu, warmup_batch=max(batches),
-                        precision=PRECISION)
-    spec = loaded.spec
-
-    def call(chunk: list[bytes]) -> None:
-        pixels = [decode_pixels(b, spec=spec, max_pixels=1 << 24) for b in chunk]
-        with torch.inference_mode():
-            loaded.probabilities(pixels_to_uint8(pixels, spec=spec)).topk(1, dim=1)
-
-    rates = {}
-    for size in batches:
-        chunk = [bodies[i % len(bodies)] for i in range(size)]
-        call(chunk)  # warm-up
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            call(chunk)
-            done += size
-        rates[size] = done / (time.perf_counter() - started)
-    chunk = [bodies[i % len(bodies)] for i in range(per_request)]
-    timings = []
-    for _ in range(30):
-        started = time.perf_counter()
-        call(chunk)
-        timings.append(time.perf_counter() - started)
-    best = max(rates, key=rates.get)
-    return {"rates": rates, "best_batch": best, "best_ips": rates[best], "threads": threads,
-            "call_ms": float(np.median(timings)) * 1e3,
-            "dtype": loaded.precision}
-
-
-# ----------------------------------------------------------------------------- the server
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, reg: Path, name: str, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, "MODEL_REGISTRY": str(reg), "MODEL_NAME": name,
-                       "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(WORKERS),
-                       "TORCH_THREADS": "1", "LOG_LEVEL": "warning", "PRECISION": PRECISION,
-                       **env}
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.log = open(log, "wb")  # noqa: SIM115
-        gunicorn = Path(sys.executable).parent / "gunicorn"
-        self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "service/gunicorn.conf.py", "service.app:create_app()"],
-            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 180
-        ready = 0
-        while ready < 2 * WORKERS:  # several answers in a row: both workers loaded
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not become ready; see {log}")
-            try:
-                with urllib.request.urlopen(self.url + "/health/ready", timeout=5) as r:
-                    ready = ready + 1 if r.status == 200 else 0
-            except OSError:
-                ready = 0
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def wrk(url: str, script: Path, body_dir: Path, count: int, ctype: str, *, connections: int,
@@ -228,13 +72,6 @@ def wrk(url: str, script: Path, body_dir: Path, count: int, ctype: str, *, conne
     return result
 
 
-def write_bodies(directory: Path, bodies: list[bytes]) -> None:
-    directory.mkdir(parents=True)
-    for i, body in enumerate(bodies):
-        (directory / f"body_{i}.bin").write_bytes(body)
-
-
-# ----------------------------------------------------------------------------- main
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

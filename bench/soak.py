@@ -34,7 +34,7 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import (  # noqa: E402
+from harness import (  # noqa: E402
     LUA_BODIES,
     Server,
     load_images,

@@ -1,0 +1,134 @@
+"""What the serving benchmarks share: their inputs (images, PNG and multipart bodies, untrained
+published models), the real server (gunicorn, 2 uvicorn workers, as users run it) and the
+prelude of the ``wrk`` scripts that drive it. ``bench/serve.py`` and ``bench/soak.py`` use it."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import models  # noqa: E402
+from training import registry  # noqa: E402
+from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
+from training.preprocess import InputSpec  # noqa: E402
+
+WORKERS = 2
+PRECISION = "auto"  # the server's default; the in-process limit uses the same
+# wrk script prelude: POST /predict with the bodies body_<i>.bin of a directory, round robin
+# from a random start (arguments: directory, count, Content-Type). bench/soak.py shares it.
+LUA_BODIES = r"""
+local requests, idx = {}, 0
+function init(args)
+  local dir, count, ctype = args[1], tonumber(args[2]), args[3]
+  for i = 0, count - 1 do
+    local f = assert(io.open(dir .. "/body_" .. i .. ".bin", "rb"))
+    local body = f:read("*a")
+    f:close()
+    requests[#requests + 1] = wrk.format("POST", "/predict", {["Content-Type"] = ctype}, body)
+  end
+  idx = math.random(0, #requests - 1)
+end
+function request()
+  idx = idx % #requests + 1
+  return requests[idx]
+end
+"""
+
+def load_images(count: int) -> tuple[np.ndarray, str]:
+    """uint8 (N, 28, 28): Fashion-MNIST test images when installed, else synthetic."""
+    path = DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz"
+    if path.is_file():
+        return read_idx(path)[:count].copy(), f"real Fashion-MNIST test images ({path})"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (count, 28, 28), dtype=np.uint8), "synthetic random images"
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def multipart(files: list[bytes], boundary: str) -> tuple[bytes, str]:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
+        for i, data in enumerate(files)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}")
+
+
+def publish(reg: Path, name: str, arch: str, spec: InputSpec) -> None:
+    torch.manual_seed(0)
+    model = models.build_model(arch, num_classes=10, in_channels=spec.channels,
+                               image_size=spec.size)
+    metadata = registry.build_metadata(
+        name=name, architecture=arch, architecture_kwargs={}, class_labels=FASHION_MNIST_LABELS,
+        input_spec=spec, metrics={}, dataset="untrained (benchmark)", config={})
+    registry.promote(reg, name, registry.publish(reg, metadata, model.state_dict()))
+
+
+def write_bodies(directory: Path, bodies: list[bytes]) -> None:
+    directory.mkdir(parents=True)
+    for i, body in enumerate(bodies):
+        (directory / f"body_{i}.bin").write_bytes(body)
+
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, reg: Path, name: str, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, "MODEL_REGISTRY": str(reg), "MODEL_NAME": name,
+                       "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(WORKERS),
+                       "TORCH_THREADS": "1", "LOG_LEVEL": "warning", "PRECISION": PRECISION,
+                       **env}
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = open(log, "wb")  # noqa: SIM115
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "service/gunicorn.conf.py", "service.app:create_app()"],
+            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 180
+        ready = 0
+        while ready < 2 * WORKERS:  # several answers in a row: both workers loaded
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not become ready; see {log}")
+            try:
+                with urllib.request.urlopen(self.url + "/health/ready", timeout=5) as r:
+                    ready = ready + 1 if r.status == 200 else 0
+            except OSError:
+                ready = 0
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
