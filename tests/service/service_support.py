@@ -197,3 +197,53 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self._log.close()
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+def read_answer(sock: socket.socket, received: bytes = b"") -> bytes:
+    """Read one HTTP/1.1 answer from a raw socket, after ``received``: its head and its
+    Content-Length bytes of body (they may come in separate segments), or what came before the
+    peer closed or went quiet."""
+    answer = received
+    try:
+        while not _complete(answer):
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    except OSError:  # reset, or the socket's timeout
+        pass
+    return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
+# Limits of the test_hostile_* server (conftest ``server``): small, so that "over the limit"
+# is cheap to send.
+MAX_BODY = 1024 * 1024
+MAX_IMAGES = 16
+
+
+def short_ids(values) -> list[str]:
+    """Short test ids for long byte-string parameters."""
+    return [f"{i}:{v[:16]!r}" for i, v in enumerate(values)]
+
+
+def post_raw(server, data: bytes, content_type: str = "image/png", query: str = ""):
+    return server.client.post(f"/predict{query}", content=data,
+                              headers={"Content-Type": content_type})
+
+
+def top_index(response) -> int:
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"][0]["index"]

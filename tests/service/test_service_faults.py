@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from service_support import MODEL, assert_clean_error, band_images, encode
+from service_support import MODEL, assert_clean_error, band_images, encode, read_answer
 
 from training import registry
 from training.storage import atomic_write_bytes, sha256_file
@@ -275,16 +275,8 @@ def test_many_large_uploads_at_once_are_bounded_by_the_in_flight_budget(start_se
         except OSError:
             pass
         sock.settimeout(15)
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head:
-                more = sock.recv(65536)
-                if not more:
-                    break
-                head += more
-        except OSError:
-            pass
-        answers.append(head.split(b" ", 2)[1] if head else b"closed")
+        answer = read_answer(sock)
+        answers.append(answer.split(b" ", 2)[1] if answer else b"closed")
         sock.close()
     assert answers.count(b"503") >= 1, answers  # refused, not buffered
     assert set(answers) <= {b"503", b"422"}, answers  # the admitted ones decode zeros: 422
