@@ -126,7 +126,7 @@ step "force a second retraining run (schedule --once, warm start) while requests
 LOAD_PID=$!
 # Warm-started from production, one more epoch nearly always improves it; the -0.02 margin only
 # keeps a rare tie-breaking wobble from failing a test whose subject is the hot reload (the
-# promotion policy itself is covered by tests/training/test_schedule.py).
+# promotion policy itself is covered by tests/training/test_schedule_*.py).
 set +e
 docker compose exec -T -e SCHEDULE_WARM_START=true -e SCHEDULE_PROMOTION_MARGIN=-0.02 \
   trainer python -m training schedule --once 2>&1 | grep -E "retrain |exit code|ERROR|Error"
