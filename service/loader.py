@@ -49,18 +49,26 @@ def resolve_precision(setting: str, device: torch.device, model: nn.Module) -> t
     return torch.bfloat16 if convolutional and cpu_has_bf16() else torch.float32
 
 
+EXHAUSTIVE_WARMUP_LIMIT = 256  # on CUDA every batch size up to this one is warmed
+
+
 def warmup_sizes(device: torch.device, max_batch: int) -> list[int]:
     """The batch sizes a freshly loaded model runs once before it serves.
 
     On CUDA, every size the batcher can form: the first forward at a batch size cuDNN has not
     seen plans its kernels, measured at 27-43 ms for ResNet-18 (bf16) on an H100 against 2-3 ms
     once warm, and the batcher forms any size from 1 to ``max_batch`` (64 sizes: about 2 s more
-    per load, on a GPU). On the CPU only the two ends: oneDNN's first call at a new size costs a few ms
-    more than a warm one, not 10x, while running every size would hold a reload for seconds
-    (2,080 images for ResNet-18 at the default 64).
+    per load, on a GPU; past ``EXHAUSTIVE_WARMUP_LIMIT`` only powers of two). On the CPU only
+    the two ends: oneDNN's first call at a new size costs a few ms more than a warm one, not
+    10x, while running every size would hold a reload for seconds (2,080 images for ResNet-18
+    at the default 64).
     """
     if device.type == "cuda":
-        return list(range(1, max_batch + 1))
+        sizes = set(range(1, min(max_batch, EXHAUSTIVE_WARMUP_LIMIT) + 1))
+        # Past the limit, powers of two: a MAX_BATCH_SIZE of 4096 must not hold a start for minutes.
+        sizes.update(1 << k for k in range(max_batch.bit_length()) if 1 << k <= max_batch)
+        sizes.add(max_batch)
+        return sorted(sizes)
     return sorted({1, max_batch})
 
 
