@@ -64,14 +64,22 @@ def test_loop_runs_at_start_then_on_the_interval_until_stopped(job_env):
 def test_sigterm_interrupts_a_run_without_promoting(job_env):
     assert run_schedule(once=True) == EXIT_OK
     env = {**os.environ, "TRAIN_EPOCHS": "500", "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-m", "training", "schedule", "--once"], env=env,
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(list(job_env.runs.glob(f"{NAME}-retrain-*/checkpoints/last.pt"))) < 2:
-        assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()
-        time.sleep(0.1)
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=30) == 143
+    # Its log goes to a file, not a pipe: an undrained pipe fills up (a line per epoch) and
+    # blocks the child mid-write, so that it could never finish stopping.
+    log_path = job_env.runs / "child.log"
+    with open(log_path, "wb") as log_file:
+        child = subprocess.Popen([sys.executable, "-m", "training", "schedule", "--once"], env=env,
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(job_env.runs.glob(f"{NAME}-retrain-*/checkpoints/last.pt"))) < 2:
+            assert time.monotonic() < deadline and child.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 143, log_path.read_text()[-3000:]
+    finally:
+        child.kill()
+        child.wait(timeout=10)
     assert production(job_env.registry) == "1"
     assert reports(job_env.registry)[-1]["status"] == "interrupted"
 
