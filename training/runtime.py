@@ -28,7 +28,7 @@ def choose_device(name: str, *, gpus: int, local_rank: int | None, local_world_s
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
     enough_gpus = gpus > 0 and (local_rank is None or local_world_size <= gpus)
     if name == "auto":
-        if local_rank is not None and 0 < gpus < local_world_size:
+        if gpus and not enough_gpus:  # under torchrun, fewer GPUs than local ranks
             log.warning("torchrun started %d processes per node but torch sees %d GPU(s): training on "
                         "the CPU; use --nproc-per-node %d to train on the GPUs", local_world_size, gpus, gpus)
         name = "cuda" if enough_gpus else "cpu"
