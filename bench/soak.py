@@ -10,7 +10,8 @@ each gunicorn worker (``/proc/<pid>/status``); at the end, RSS growth from minut
 minute and whether any worker was replaced.
 
 Phase 2 (over capacity): 256 connections each sending 32 images per request, far beyond what
-two workers' queues hold (``MAX_QUEUE`` images each): the service must shed the excess with
+two workers clear within ``MAX_QUEUE_WAIT_MS`` (or hold: ``MAX_QUEUE`` images each): the
+service must shed the excess with
 ``503`` + ``Retry-After`` at once, not let latency pile up into timeouts. A probe client times
 single requests meanwhile and reports how fast refusals come back.
 

@@ -8,9 +8,19 @@ up, at no cost in latency when the server is idle. On top of it, a batch that is
 at most ``max_wait_s`` for more images, and only while this worker is still receiving other
 requests (:meth:`MicroBatcher.incoming`), so a lone request never waits for nobody.
 
-Items with different keys (a model version swapped by hot reload) never share a batch. The
-queue is bounded in images; a full queue raises :class:`~service.errors.QueueFullError` at once
-instead of letting latency pile up.
+Items with different keys (a model version swapped by hot reload) never share a batch.
+
+Admission is bounded two ways, and a refused request gets
+:class:`~service.errors.QueueFullError` (503 + ``Retry-After``) at once instead of a latency
+that piles up. By time: once the oldest queued image has waited ``max_queue_wait_s``, the
+worker is not keeping up and new requests are refused until the queue drains (the sojourn
+time CoDel watches: it needs no model of the throughput, so it fits a 1 ms MLP and a 100 ms
+ResNet batch alike, and a burst that the worker will clear in time is taken whole). By count:
+``max_queue`` images, a backstop for memory. Refusing by count alone sheds load that
+would have been served in time: 64 clients of 32 images each (2,048 images, 0.2 s of work for
+the MLP on 2 cores) were half refused at 512 images per worker, and clients that retry at once
+turned the refusals into most of the workers' CPU: 80 served requests/s against 320+ when all
+were admitted (``bench/serve.py``, MLP, 32 PNGs, c=64).
 """
 
 import asyncio
@@ -54,6 +64,7 @@ class MicroBatcher(Generic[K]):
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
+        max_queue_wait_s: float,
         executor: ThreadPoolExecutor,
     ) -> None:
         self._run_batch = run_batch
@@ -61,6 +72,7 @@ class MicroBatcher(Generic[K]):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_queue_wait_s = max_queue_wait_s
         self._executor = executor
         self._queue: deque[_Item[K]] = deque()
         self._queued_images = 0
@@ -74,10 +86,6 @@ class MicroBatcher(Generic[K]):
         self._m_infer = metrics.INFERENCE_TIME.labels(name)
         self._m_rejected = metrics.QUEUE_REJECTED.labels(name)
         self._m_images = metrics.IMAGES.labels(name)
-
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
 
     def start(self) -> None:
         if self._task is None:
@@ -103,23 +111,32 @@ class MicroBatcher(Generic[K]):
         finally:
             self._incoming -= 1
 
-    def full(self) -> bool:
-        """No room for even one more image (what ``check_capacity()`` would refuse)."""
-        return self._queued_images >= self.max_queue
+    def refusal(self, count: int = 1) -> str | None:
+        """Why ``count`` more images must be refused now, or None when they are welcome. Asked
+        before the body is read too (``Predictor.shed``), so that an overloaded worker refuses
+        cheaply instead of receiving and decoding images it will throw away."""
+        if not self._queued_images:
+            return None  # an empty queue takes any request, however large
+        if self._queue:
+            waited = time.perf_counter() - self._queue[0].enqueued
+            if waited > self.max_queue_wait_s:
+                return (f"the inference queue is not keeping up: its oldest image has waited "
+                        f"{waited * 1e3:.0f} ms (MAX_QUEUE_WAIT_MS="
+                        f"{self.max_queue_wait_s * 1e3:g}); retry shortly")
+        if self._queued_images + count > self.max_queue:
+            return (f"the inference queue is full ({self._queued_images} images waiting, "
+                    f"MAX_QUEUE={self.max_queue}); retry shortly")
+        return None
 
     def count_rejected(self) -> None:
         self._m_rejected.inc()
 
     def check_capacity(self, count: int = 1) -> None:
-        """Raise QueueFullError if ``count`` more images would not fit (an empty queue always
-        takes a request, however large). Called before decoding too, so that an overloaded
-        worker refuses cheaply instead of decoding images it will throw away."""
-        if self._queued_images + count > self.max_queue and self._queued_images > 0:
+        """Raise QueueFullError (counted) when :meth:`refusal` refuses ``count`` more images."""
+        reason = self.refusal(count)
+        if reason is not None:
             self._m_rejected.inc()
-            raise QueueFullError(
-                f"the inference queue is full ({self._queued_images} images waiting, "
-                f"MAX_QUEUE={self.max_queue}); retry shortly"
-            )
+            raise QueueFullError(reason)
 
     async def submit(self, key: K, payload: Any, count: int) -> Any:
         """Queue ``count`` images and wait for their result; raises QueueFullError when full."""

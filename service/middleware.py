@@ -74,14 +74,16 @@ class ObservabilityMiddleware:
             await send(message)
 
         started = time.perf_counter()
+        shed_route = None
         try:
             if self._shed is not None and (reason := self._shed(scope)) is not None:
+                shed_route = scope["path"]  # shed() refuses only routes it knows: bounded labels
                 await _refuse(send_with_id, reason, request_id)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("path_template") or "unmatched"
+            route = scope.get("path_template") or shed_route or "unmatched"
             method = scope["method"]
             counter, histogram = self._children(method, route, status)
             counter.inc()

@@ -111,6 +111,7 @@ class Predictor:
                 max_batch=self.settings.max_batch_size,
                 max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
                 max_queue=self.settings.max_queue,
+                max_queue_wait_s=self.settings.max_queue_wait_ms / 1000.0,
                 executor=self._inference_pool,
             )
             batcher.start()
@@ -177,11 +178,10 @@ class Predictor:
         if scope["path"] != "/predict" or b"model=" in scope["query_string"]:
             return None
         slot = self.slots.get(self.settings.default_model)
-        if slot is None or not slot.batcher.full():
-            return None
-        slot.batcher.count_rejected()
-        return (f"the inference queue is full ({slot.batcher.queued_images} images waiting, "
-                f"MAX_QUEUE={self.settings.max_queue}); retry shortly")
+        reason = slot.batcher.refusal() if slot is not None else None
+        if reason is not None:
+            slot.batcher.count_rejected()
+        return reason
 
     # ------------------------------------------------------------------ the request path
 

@@ -42,7 +42,12 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000,
         description="how long a batch may wait for images that are already being received",
     )
-    max_queue: int = Field(512, ge=1, description="queued images per worker before 503")
+    max_queue: int = Field(2048, ge=1, description="queued images per worker before 503")
+    max_queue_wait_ms: float = Field(
+        1000.0, gt=0,
+        description="once the oldest queued image has waited this long, new requests get 503 "
+                    "until the queue drains",
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit")
     max_inflight_bytes: int = Field(
         64 * 1024 * 1024, ge=1024,

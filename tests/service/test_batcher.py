@@ -1,5 +1,5 @@
 """The micro-batcher on its own: images (not requests) are counted, versions never mix, a full
-queue refuses at once, a failed forward fails only its batch, a lone request does not wait."""
+or stalled queue refuses at once, a failed forward fails only its batch, a lone request does not wait."""
 
 import asyncio
 import time
@@ -32,7 +32,8 @@ class Recorder:
 
 
 def _batcher(recorder, **kwargs) -> MicroBatcher:
-    options = {"max_batch": 8, "max_wait_s": 0.0, "max_queue": 100} | kwargs
+    options = {"max_batch": 8, "max_wait_s": 0.0, "max_queue": 100, "max_queue_wait_s": 10.0}
+    options |= kwargs
     return MicroBatcher(recorder, name="test", executor=ThreadPoolExecutor(1), **options)
 
 
@@ -85,6 +86,27 @@ def test_full_queue_refuses_at_once():
     assert all(o == "v:x" for o in outcomes if not isinstance(o, Exception))
 
 
+def test_queue_refuses_once_its_oldest_image_has_waited_too_long_then_recovers():
+    recorder = Recorder(delay=0.4)
+
+    async def main():
+        # Room for 100 images: only the time bound can refuse here.
+        batcher = _batcher(recorder, max_batch=1, max_queue_wait_s=0.1)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit("v", "a", 1))  # its forward takes 0.4 s
+        await asyncio.sleep(0.02)
+        queued = asyncio.ensure_future(batcher.submit("v", "b", 1))  # waits behind it
+        await asyncio.sleep(0.2)
+        with pytest.raises(QueueFullError, match=r"waited \d+ ms \(MAX_QUEUE_WAIT_MS=100\)"):
+            await batcher.submit("v", "c", 1)
+        served = await asyncio.gather(running, queued)
+        after = await batcher.submit("v", "d", 1)  # drained: welcome again
+        await batcher.stop()
+        return served, after
+
+    assert _run(main()) == (["v:a", "v:b"], "v:d")
+
+
 def test_failed_forward_fails_only_its_batch():
     recorder = Recorder(fail_on="bad")
 
@@ -132,7 +154,7 @@ def test_an_exception_returned_for_one_item_fails_that_item_only():
 
     async def main():
         batcher = MicroBatcher(forward, name="test", executor=ThreadPoolExecutor(1), max_batch=8,
-                               max_wait_s=0.0, max_queue=100)
+                               max_wait_s=0.0, max_queue=100, max_queue_wait_s=10.0)
         batcher.start()
         try:
             return await asyncio.gather(*(batcher.submit("v1", p, 1) for p in ("a", "bad", "b")),

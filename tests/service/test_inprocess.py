@@ -73,12 +73,22 @@ def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
     app = create_app(inprocess_settings(registry_copy, max_queue=1, max_batch_size=1))
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         wait_ready(client)  # concurrent callers share the client's event loop thread
+        counted_before = _refusals_counted(client)
         responses = list(pool.map(lambda _: _post(client), range(6)))
+        counted = _refusals_counted(client) - counted_before
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 503 in statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.json()["error"] == "overloaded" and refused.headers["retry-after"] == "1"
     assert "MAX_QUEUE" in refused.json()["detail"]
+    # Refused at the door or after the body was read, a 503 is counted under /predict.
+    assert counted == statuses.count(503)
+
+
+def _refusals_counted(client) -> float:
+    series = 'imgclf_http_requests_total{method="POST",route="/predict",status="503"} '
+    lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(series)]
+    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def test_failing_forward_is_a_json_500_and_the_worker_goes_on(registry_copy, monkeypatch):
