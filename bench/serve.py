@@ -12,13 +12,14 @@ preprocess + forward (``bench/inprocess.py``: the service's own functions, loade
 PRECISION) at the best batch size in this process, with as many torch threads as the server
 has in total (2 workers x 1), and one call (c=1's reference) at the request's own size. The
 limit is measured once at the start (to find the best batch size) and again right before
-every served run, at that batch size: each row is compared with the reference taken next to
-it, because this shared host's speed drifts by up to 2x within minutes. Models are untrained
+every served run and right after it, at that batch size: each row is compared with the mean of
+the two, because this shared host's speed drifts by up to 2x within minutes. Models are untrained
 (random weights): throughput does not depend on the weights. Images are the real
 Fashion-MNIST test set when Debian's package is installed, else synthetic; the report says which.
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -140,19 +141,21 @@ def main() -> None:
                 servers = {key: Server(reg, name, work / f"{name}-{len(rows)}.log", **env)}
             url = servers[key].url
             wrk(url, script, work / body_dir, count, ctype, connections=8, seconds=2)  # warm
+            # The reference is measured again right before and right after each served run
+            # (the server idles meanwhile) and the two are averaged: this host's speed drifts by
+            # 2x within minutes, so only figures taken side by side can be compared, and one
+            # moment alone can be an outlier either way.
+            reference_now = functools.partial(
+                in_process, reg, name, bodies[body_dir], threads=WORKERS,
+                batches=[limits[limit_key]["best_batch"]], per_request=per_request,
+                seconds=min(inproc_s, 1.0))
             for connections in (1, 8, 64):
                 runs = []
                 for _ in range(args.repeat):
-                    # The reference is measured again right before each served run (the server
-                    # idles meanwhile): this host's speed drifts by 2x within minutes, so only
-                    # figures taken side by side can be compared.
-                    reference = in_process(
-                        reg, name, bodies[body_dir], threads=WORKERS,
-                        batches=[limits[limit_key]["best_batch"]], per_request=per_request,
-                        seconds=min(inproc_s, 1.0))
+                    before = reference_now()
                     result = wrk(url, script, work / body_dir, count, ctype,
                                  connections=connections, seconds=seconds)
-                    runs.append((result, reference))
+                    runs.append((result, average(before, reference_now())))
                 result, reference = max(runs, key=lambda run: run[0]["rps"])
                 ips = result["rps"] * per_request
                 row = {"scenario": label, "c": connections, "rps": result["rps"], "ips": ips,
@@ -174,13 +177,19 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def average(before: dict, after: dict) -> dict:
+    """The in-process reference of a served run: the mean of the measurements either side."""
+    return {key: (before[key] + after[key]) / 2 for key in ("best_ips", "call_ms")}
+
+
 def report(rows: list[dict]) -> None:
     def get(scenario: str, c: int) -> dict:
         return next(r for r in rows if r["scenario"] == scenario and r["c"] == c)
 
     print("\n(req/s and images/s count successful requests only; errors are non-2xx answers, e.g.")
     print("503 from a full queue, plus socket errors; p50/p99 cover all requests)")
-    print("limit and call: the in-process reference measured right before the row's run")
+    print("limit and call: the in-process reference, the mean of its measurements right before "
+          "and right after the row's run")
     print("\n| scenario | c | req/s | images/s | p50 ms | p99 ms | errors | limit img/s | call ms "
           "| x limit |")
     print("|---|---|---|---|---|---|---|---|---|---|")
