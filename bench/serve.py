@@ -173,8 +173,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    pairs = batching_pairs(reg, work, script, len(rgb), seconds=seconds,
-                           rounds=3)
+    pairs = batching_pairs(reg, work, script, len(rgb), seconds=seconds, rounds=3)
     report(rows, pairs)
     if args.json:
         args.json.write_text(json.dumps({"source": source, "limits": limits, "rows": rows,
