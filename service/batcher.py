@@ -135,11 +135,12 @@ class MicroBatcher(Generic[K]):
         """Raise QueueFullError (counted) when :meth:`refusal` refuses ``count`` more images."""
         reason = self.refusal(count)
         if reason is not None:
-            self._m_rejected.inc()
+            self.count_rejected()
             raise QueueFullError(reason)
 
     async def submit(self, key: K, payload: Any, count: int) -> Any:
-        """Queue ``count`` images and wait for their result; raises QueueFullError when full."""
+        """Queue ``count`` images and wait for their result; raises QueueFullError when
+        :meth:`refusal` refuses them."""
         self.check_capacity(count)
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(key, payload, count, future))
