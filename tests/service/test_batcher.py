@@ -1,5 +1,6 @@
 """The micro-batcher on its own: images (not requests) are counted, versions never mix, a full
-or stalled queue refuses at once, a failed forward fails only its batch, a lone request does not wait."""
+or stalled queue refuses at once, a failed forward fails only its batch, a lone request does
+not wait."""
 
 import asyncio
 import time
@@ -87,13 +88,13 @@ def test_full_queue_refuses_at_once():
 
 
 def test_queue_refuses_once_its_oldest_image_has_waited_too_long_then_recovers():
-    recorder = Recorder(delay=0.4)
+    recorder = Recorder(delay=0.8)  # far longer than the checks below need: a slow CI host
 
     async def main():
         # Room for 100 images: only the time bound can refuse here.
         batcher = _batcher(recorder, max_batch=1, max_queue_wait_s=0.1)
         batcher.start()
-        running = asyncio.ensure_future(batcher.submit("v", "a", 1))  # its forward takes 0.4 s
+        running = asyncio.ensure_future(batcher.submit("v", "a", 1))  # its forward takes 0.8 s
         await asyncio.sleep(0.02)
         queued = asyncio.ensure_future(batcher.submit("v", "b", 1))  # waits behind it
         await asyncio.sleep(0.2)
