@@ -126,11 +126,7 @@ def load_model(
 
     Raises ``RegistryError`` (nothing to load) or ``ArtifactValidationError`` (refused).
     """
-    artifact = load_artifact(registry, name, version)
-    if artifact.name != name:
-        raise ArtifactValidationError(
-            f"{artifact.path} says its name is {artifact.name!r}, expected {name!r}"
-        )
+    artifact = load_artifact(registry, name, version)  # checks name, version, hash, shapes
     spec = artifact.input_spec
     dtype = resolve_precision(precision, device, artifact.model)
     loaded = LoadedModel(

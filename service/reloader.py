@@ -12,6 +12,7 @@ the other workers follow at their next poll.
 import asyncio
 import errno
 import logging
+from collections.abc import Callable
 
 from service import metrics
 from service.errors import (
@@ -187,24 +188,37 @@ class Reloader:
                 f"{slot.name} version {version} is not published; published versions: "
                 f"{', '.join(published) or 'none'}"
             )
-        return await self._switch(slot, version, lambda: registry.promote(
-            self.settings.model_registry, slot.name, version))
+        return await self._switch(slot, lambda: version, lambda chosen: registry.promote(
+            self.settings.model_registry, slot.name, chosen))
 
     async def rollback(self, name: str | None) -> AdminResponse:
         slot = self.predictor.slot(name)
-        target = registry.previous_production(self.settings.model_registry, slot.name)
-        if target is None:
-            raise ConflictError(f"{slot.name} has no previous production version to roll back to")
-        return await self._switch(slot, target, lambda: registry.promote(
-            self.settings.model_registry, slot.name, target))
 
-    async def _switch(self, slot: ModelSlot, version: str, write_pointer) -> AdminResponse:
-        """Validate ``version`` first, then rewrite the pointer, then serve it here."""
+        def previous() -> str:
+            try:
+                target = registry.previous_production(self.settings.model_registry, slot.name)
+            except (RegistryError, OSError) as exc:
+                raise ConflictError(f"cannot read the promotion history of {slot.name}: "
+                                    f"{self._public(exc)}") from None
+            if target is None:
+                raise ConflictError(
+                    f"{slot.name} has no previous production version to roll back to")
+            return target
+
+        return await self._switch(slot, previous, lambda chosen: registry.promote(
+            self.settings.model_registry, slot.name, chosen, rollback=True))
+
+    async def _switch(self, slot: ModelSlot, choose: Callable[[], str],
+                      write_pointer: Callable[[str], None]) -> AdminResponse:
+        """Under the slot's lock: ``choose`` the version (so two rollbacks at once step back
+        twice, not to the same version), validate it, then rewrite the pointer, then serve it
+        here."""
         async with slot.lock:
+            version = await self.predictor.in_loader_thread(choose)
             before = slot.current.version if slot.current else None
             loaded = await self._load(slot, version)  # a bad version never becomes production
             try:
-                await self.predictor.in_loader_thread(write_pointer)
+                await self.predictor.in_loader_thread(write_pointer, version)
             except OSError as exc:
                 if exc.errno in _READ_ONLY_ERRNOS:
                     raise RegistryReadOnlyError(

@@ -89,35 +89,71 @@ def read_production(registry: Path, name: str) -> str | None:
     return validate_version(text)
 
 
-def promote(registry: Path, name: str, version: str) -> None:
-    """Point production at ``version`` (atomic rewrite) and remember it for rollback."""
+def promote(registry: Path, name: str, version: str, *, rollback: bool = False) -> None:
+    """Point production at ``version`` (atomic rewrite) and append it to the promotions log,
+    the history :func:`previous_production` reads (``rollback`` marks a step back in it).
+
+    A pointer that does not name a valid version is overwritten (promoting is how it gets
+    repaired). Promoting the version that is already production changes nothing.
+    """
     validate_version(version)
     directory = model_dir(registry, name)
     if not (directory / version / METADATA_FILE).is_file():
         raise RegistryError(f"cannot promote {name} version {version}: it is not published")
-    previous = read_production(registry, name)
+    try:
+        previous = read_production(registry, name)
+    except RegistryError as exc:
+        log.warning("%s: replacing an invalid production pointer (%s)", name, exc)
+        previous = None
+    if previous == version:
+        return
     atomic_write_bytes(directory / POINTER_FILE, f"{version}\n".encode())
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with open(directory / PROMOTIONS_LOG, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"at": stamp, "version": version, "previous": previous}) + "\n")
-    log.info("promoted %s version %s (was %s)", name, version, previous)
+    entry = {"at": stamp, "version": version, "previous": previous}
+    if rollback:
+        entry["rollback"] = True
+    try:
+        with open(directory / PROMOTIONS_LOG, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+    except OSError as exc:  # the pointer, which decides what serves, is already rewritten
+        log.error("%s: production is now version %s, but %s could not be appended (%s): "
+                  "rollback will not know this step", name, version, PROMOTIONS_LOG, exc)
+    log.info("%s %s version %s (was %s)", "rolled back" if rollback else "promoted", name,
+             version, previous)
 
 
-def previous_production(registry: Path, name: str) -> str | None:
-    """The version that was production before the current one, from the promotions log."""
-    current = read_production(registry, name)
+def production_history(registry: Path, name: str) -> list[str]:
+    """The versions production went through, the latest last, as the promotions log tells
+    it: a promotion pushes its version, a rollback pops the version it stepped back from.
+    So rolling back twice goes two steps back, not back and forth."""
     try:
         lines = (model_dir(registry, name) / PROMOTIONS_LOG).read_text("utf-8").splitlines()
     except FileNotFoundError:
-        return None
-    for line in reversed(lines):
+        return []
+    history: list[str] = []
+    for line in lines:
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("version") == current and entry.get("previous"):
-            return str(entry["previous"])
-    return None
+            version = validate_version(str(entry["version"]))
+        except (json.JSONDecodeError, TypeError, KeyError, RegistryError):
+            continue  # a torn or hand-edited line
+        if entry.get("rollback") and history:
+            history.pop()
+        if not history or history[-1] != version:
+            history.append(version)
+    return history
+
+
+def previous_production(registry: Path, name: str) -> str | None:
+    """The rollback target: the version that was production before the current one."""
+    try:
+        current = read_production(registry, name)
+    except RegistryError:
+        current = None  # an invalid pointer: the last logged production is the way back
+    history = production_history(registry, name)
+    while history and history[-1] == current:
+        history.pop()
+    return history[-1] if history else None
 
 
 def rollback(registry: Path, name: str) -> str:
@@ -125,7 +161,7 @@ def rollback(registry: Path, name: str) -> str:
     target = previous_production(registry, name)
     if target is None:
         raise RegistryError(f"{name} has no previous production version to roll back to")
-    promote(registry, name, target)
+    promote(registry, name, target, rollback=True)
     return target
 
 
@@ -224,12 +260,29 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
         raise RegistryError(f"{version_dir} has no {METADATA_FILE}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not a JSON object")
     required = ("name", "version", "architecture", "architecture_kwargs", "class_labels", "input",
                 "weights_sha256")
     missing = [key for key in required if key not in metadata]
     if missing:
         raise ArtifactValidationError(f"{version_dir / METADATA_FILE} lacks {', '.join(missing)}")
     return metadata
+
+
+def _rebuild(metadata: dict[str, Any]) -> tuple[nn.Module, InputSpec, list[str]]:
+    """The architecture ``metadata`` describes, untrained; malformed fields raise KeyError,
+    TypeError or ValueError (a hand-edited file, or a future format this code does not know)."""
+    labels = metadata["class_labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise TypeError(f"class_labels must be a non-empty list of strings, got {labels!r:.80}")
+    kwargs = metadata["architecture_kwargs"]
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"architecture_kwargs must be an object, got {kwargs!r:.80}")
+    spec = InputSpec.from_dict(metadata["input"])
+    model = models.build_model(metadata["architecture"], num_classes=len(labels),
+                               in_channels=spec.channels, image_size=spec.size, **kwargs)
+    return model, spec, labels
 
 
 def load_artifact(registry: Path, name: str, version: str | None = None) -> Artifact:
@@ -246,6 +299,10 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
             raise RegistryError(f"{name} has no production version in {registry}")
     version_dir = model_dir(registry, name) / validate_version(version)
     metadata = read_metadata(version_dir)
+    if (metadata["name"], str(metadata["version"])) != (name, version):
+        raise ArtifactValidationError(
+            f"{version_dir / METADATA_FILE} describes {metadata['name']!r} version "
+            f"{metadata['version']!r}, not {name!r} version {version!r} (copied by hand?)")
     weights = version_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise RegistryError(f"{version_dir} has no {WEIGHTS_FILE}")
@@ -259,22 +316,19 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
         state_dict = safe_torch_load(weights)
     except CorruptFileError as exc:
         raise ArtifactValidationError(str(exc)) from exc
-    spec = InputSpec.from_dict(metadata["input"])
-    labels = metadata["class_labels"]
-    model = models.build_model(
-        metadata["architecture"],
-        num_classes=len(labels),
-        in_channels=spec.channels,
-        image_size=spec.size,
-        **metadata["architecture_kwargs"],
-    )
+    try:
+        model, spec, labels = _rebuild(metadata)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactValidationError(
+            f"{version_dir / METADATA_FILE} does not describe a model that can be built: "
+            f"{type(exc).__name__}: {exc}") from exc
     try:
         model.load_state_dict(state_dict, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
+        model.eval()
+        with torch.inference_mode():
+            logits = model(torch.zeros(1, spec.channels, spec.height, spec.width))
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
         raise ArtifactValidationError(f"{weights} does not fit {metadata['architecture']}: {exc}") from exc
-    model.eval()
-    with torch.inference_mode():
-        logits = model(torch.zeros(1, spec.channels, spec.height, spec.width))
     if logits.shape != (1, len(labels)):
         raise ArtifactValidationError(
             f"{name} v{version}: model outputs {tuple(logits.shape)} but there are {len(labels)} labels"

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from training.preprocess import EvalTransform
-from training.registry import load_artifact
+from training.registry import load_artifact, publish
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -87,6 +87,15 @@ def assert_clean_error(response: httpx.Response, status: int | tuple[int, ...]) 
     assert "Traceback" not in response.text and 'File "' not in response.text
     assert not _ABSOLUTE_PATH.search(response.text), response.text[:500]
     return body
+
+
+def republish(reg: Path, version: str = "1", **metadata_changes) -> str:
+    """Publish ``version``'s weights again as a new version (``metadata_changes`` applied),
+    like a new training run of the same model; returns the new version."""
+    artifact = load_artifact(reg, MODEL, version)
+    metadata = {k: v for k, v in artifact.metadata.items()
+                if k not in ("version", "created_at", "weights_sha256")} | metadata_changes
+    return publish(reg, metadata, artifact.model.state_dict())
 
 
 def inprocess_settings(reg: Path, **overrides):

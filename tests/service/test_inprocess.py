@@ -17,6 +17,7 @@ from service_support import (
     encode,
     inprocess_settings,
     reference_probabilities,
+    republish,
     wait_ready,
 )
 
@@ -42,11 +43,7 @@ def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
 
 
 def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
-    artifact = registry.load_artifact(registry_copy, MODEL)
-    metadata = {k: v for k, v in artifact.metadata.items()
-                if k not in ("version", "created_at", "weights_sha256")}
-    registry.promote(registry_copy, MODEL, registry.publish(registry_copy, metadata,
-                                                            artifact.model.state_dict()))
+    registry.promote(registry_copy, MODEL, republish(registry_copy))
 
     def read_only(path, data):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
@@ -196,3 +193,47 @@ def test_cuda_warms_every_batch_size_the_batcher_can_form():
     assert big == [*range(1, 257), 512, 1000]
     assert warmup_sizes(torch.device("cpu"), 64) == [1, 64]
     assert warmup_sizes(torch.device("cpu"), 1) == [1]
+
+
+def _admin(client, path, body=None):
+    return client.post(path, headers=AUTH, json=body)
+
+
+def test_admin_rollback_walks_back_through_the_history(registry_copy):
+    for _ in range(2):
+        registry.promote(registry_copy, MODEL, republish(registry_copy))  # production 3
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
+        assert [_admin(client, "/admin/rollback").json()["production"] for _ in range(2)] == [
+            "2", "1"]
+        response = _admin(client, "/admin/rollback")
+        assert response.status_code == 409 and "no previous production" in response.text
+        for version in ("2", "3"):
+            assert _admin(client, "/admin/promote", {"version": version}).status_code == 200
+        with ThreadPoolExecutor(2) as pool:  # two operators at once: two steps back, not one
+            answers = list(pool.map(lambda _: _admin(client, "/admin/rollback"), range(2)))
+        assert sorted(a.json()["production"] for a in answers) == ["1", "2"]
+        assert registry.read_production(registry_copy, MODEL) == "1"
+        assert _post(client).json()["version"] == "1"
+
+
+def test_promote_refuses_malformed_metadata_with_422_and_keeps_serving(registry_copy):
+    bad = republish(registry_copy, architecture_kwargs={"bogus": 1})
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
+        response = _admin(client, "/admin/promote", {"version": bad})
+        assert response.status_code == 422, response.text
+        assert "does not describe a model" in response.json()["detail"]
+        assert registry.read_production(registry_copy, MODEL) == "1"
+        assert _post(client).json()["version"] == "1"
+
+
+def test_an_invalid_pointer_answers_409_to_reload_and_promote_repairs_it(registry_copy):
+    republish(registry_copy)
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
+        (registry_copy / MODEL / registry.POINTER_FILE).write_text("v2\n")
+        assert _admin(client, "/admin/reload").status_code == 409
+        assert _admin(client, "/admin/promote", {"version": "2"}).status_code == 200
+        assert registry.read_production(registry_copy, MODEL) == "2"
+        assert _admin(client, "/admin/rollback").json()["production"] == "1"

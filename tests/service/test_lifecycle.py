@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_support import MODEL, TOKEN, band_images, encode
+from service_support import MODEL, TOKEN, band_images, encode, republish
 
 from training import registry
 
@@ -35,11 +35,8 @@ def _predict(client, png):
 
 def _publish_relabelled(reg: Path, source_version: str, prefix: str) -> str:
     """Publish a copy of a version with renamed labels (same weights), like a new training."""
-    artifact = registry.load_artifact(reg, MODEL, source_version)
-    metadata = {k: v for k, v in artifact.metadata.items()
-                if k not in ("version", "created_at", "weights_sha256")}
-    metadata["class_labels"] = [f"{prefix}{label}" for label in artifact.class_labels]
-    return registry.publish(reg, metadata, artifact.model.state_dict())
+    labels = registry.load_artifact(reg, MODEL, source_version).class_labels
+    return republish(reg, source_version, class_labels=[f"{prefix}{label}" for label in labels])
 
 
 def test_1_not_ready_until_a_model_is_published(story):

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from service_support import MODEL, assert_clean_error, band_images, encode, read_answer
+from service_support import MODEL, assert_clean_error, band_images, encode, read_answer, republish
 
 from training import registry
 from training.storage import atomic_write_bytes, sha256_file
@@ -45,10 +45,7 @@ def _metric_sum(server, pattern: str) -> float:
 
 def _publish_copy(reg: Path, mutate=None, metadata_change=None) -> str:
     """Publish v1's weights again as a new version, optionally broken afterwards."""
-    artifact = registry.load_artifact(reg, MODEL, "1")
-    metadata = {k: v for k, v in artifact.metadata.items()
-                if k not in ("version", "created_at", "weights_sha256")}
-    version = registry.publish(reg, metadata, artifact.model.state_dict())
+    version = republish(reg)
     directory = reg / MODEL / version
     if mutate is not None:
         mutate(directory / "weights.pt")

@@ -82,3 +82,49 @@ def test_promote_and_rollback_move_the_pointer(tiny_config):
 def test_model_names_cannot_escape_the_registry(name, tmp_path):
     with pytest.raises(RegistryError, match="invalid model name"):
         registry.model_dir(tmp_path, name)
+
+
+def _publish_untrained(reg, edit=None) -> str:
+    """An untrained MLP, published; ``edit(metadata)`` then rewrites its metadata.json."""
+    import models
+    from training.preprocess import InputSpec
+
+    spec = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.5,))
+    model = models.build_model("mlp", num_classes=3, in_channels=1, image_size=(28, 28))
+    metadata = registry.build_metadata(
+        name="shapes", architecture="mlp", architecture_kwargs={}, class_labels=["a", "b", "c"],
+        input_spec=spec, metrics={}, dataset="imagefolder", config={})
+    version = registry.publish(reg, metadata, model.state_dict())
+    if edit is not None:
+        path = registry.model_dir(reg, "shapes") / version / "metadata.json"
+        written = json.loads(path.read_text())
+        edit(written)
+        path.write_text(json.dumps(written))
+    return version
+
+
+MALFORMED = {  # hand-edited metadata.json files, each refused with a reason, never a crash
+    "unknown_architecture_kwarg": (lambda m: m["architecture_kwargs"].update(bogus=1),
+                                   "does not describe a model"),
+    "input_without_mean": (lambda m: m["input"].pop("mean"), "does not describe a model"),
+    "labels_null": (lambda m: m.update(class_labels=None), "does not describe a model"),
+    "kwargs_not_an_object": (lambda m: m.update(architecture_kwargs=[]),
+                             "does not describe a model"),
+    "unknown_architecture": (lambda m: m.update(architecture="no-such-net"),
+                             "does not describe a model"),
+    "version_of_another_directory": (lambda m: m.update(version="7"), "copied by hand"),
+    "name_of_another_model": (lambda m: m.update(name="other"), "copied by hand"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_metadata_is_refused_as_invalid(tmp_path, case):
+    edit, reason = MALFORMED[case]
+    version = _publish_untrained(tmp_path, edit)
+    with pytest.raises(ArtifactValidationError, match=reason):
+        registry.load_artifact(tmp_path, "shapes", version)
+
+
+def test_an_untouched_artifact_loads(tmp_path):
+    version = _publish_untrained(tmp_path)
+    assert registry.load_artifact(tmp_path, "shapes", version).class_labels == ["a", "b", "c"]

@@ -1,0 +1,69 @@
+"""The production pointer and its promotion history: promote, rollback, repair."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from training import registry
+from training.registry import RegistryError
+
+NAME = "fmnist"
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Path:
+    for version in ("1", "2", "3"):  # promote() only needs a published version's metadata file
+        folder = tmp_path / NAME / version
+        folder.mkdir(parents=True)
+        (folder / registry.METADATA_FILE).write_text("{}")
+    return tmp_path
+
+
+def _promote(reg: Path, *versions: str) -> None:
+    for version in versions:
+        registry.promote(reg, NAME, version)
+
+
+def test_rolling_back_twice_steps_back_twice_then_stops(reg):
+    _promote(reg, "1", "2", "3")
+    assert registry.rollback(reg, NAME) == "2"
+    assert registry.rollback(reg, NAME) == "1"  # not back to 3
+    assert registry.read_production(reg, NAME) == "1"
+    with pytest.raises(RegistryError, match="no previous production"):
+        registry.rollback(reg, NAME)
+
+
+def test_promoting_after_a_rollback_starts_a_new_step(reg):
+    _promote(reg, "1", "2", "3")
+    registry.rollback(reg, NAME)  # production 2, history 1 -> 2
+    _promote(reg, "3")
+    assert registry.previous_production(reg, NAME) == "2"
+
+
+def test_promoting_the_current_version_changes_nothing(reg):
+    _promote(reg, "1", "2", "2")
+    log_lines = (reg / NAME / registry.PROMOTIONS_LOG).read_text().splitlines()
+    assert len(log_lines) == 2
+    assert registry.previous_production(reg, NAME) == "1"  # not "2", which would be a no-op
+
+
+def test_an_invalid_pointer_is_repaired_by_promote_and_does_not_block_rollback(reg):
+    _promote(reg, "1", "2")
+    (reg / NAME / registry.POINTER_FILE).write_text("v2\n")  # hand-edited
+    with pytest.raises(RegistryError, match="invalid version"):
+        registry.read_production(reg, NAME)
+    assert registry.previous_production(reg, NAME) == "2"  # the last logged production
+    _promote(reg, "3")
+    assert registry.read_production(reg, NAME) == "3"
+
+
+def test_a_promotions_log_that_cannot_be_appended_keeps_the_promotion(reg, caplog):
+    _promote(reg, "1")
+    log_path = reg / NAME / registry.PROMOTIONS_LOG
+    log_path.unlink()
+    log_path.mkdir()  # appending now fails with IsADirectoryError
+    with caplog.at_level(logging.ERROR, logger="training.registry"):
+        _promote(reg, "2")
+    assert registry.read_production(reg, NAME) == "2"
+    assert "rollback will not know this step" in caplog.text
