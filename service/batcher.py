@@ -141,13 +141,31 @@ class MicroBatcher(Generic[K]):
     async def submit(self, key: K, payload: Any, count: int) -> Any:
         """Queue ``count`` images and wait for their result; raises QueueFullError when
         :meth:`refusal` refuses them."""
-        self.check_capacity(count)
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(key, payload, count, future))
-        self._queued_images += count
+        return (await self.submit_all(key, [(payload, count)]))[0]
+
+    async def submit_all(self, key: K, parts: list[tuple[Any, int]]) -> list[Any]:
+        """Queue the ``(payload, count)`` parts of one request and wait for all their results.
+
+        Admission is all or none (a request larger than ``max_batch`` comes in batch-sized
+        parts): admitting some parts would compute images whose request is refused anyway,
+        and an idle worker must take any request whole, however large.
+        """
+        self.check_capacity(sum(count for _, count in parts))
+        loop = asyncio.get_running_loop()
+        futures = []
+        for payload, count in parts:
+            futures.append(loop.create_future())
+            self._queue.append(_Item(key, payload, count, futures[-1]))
+            self._queued_images += count
         self._m_depth.set(self._queued_images)
         self._wakeup.set()
-        return await future
+        if len(futures) == 1:
+            return [await futures[0]]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:  # every part's outcome is retrieved; the first failure is raised
+            if isinstance(result, BaseException):
+                raise result
+        return results
 
     def _take(self, batch: list[_Item[K]], images: int) -> int:
         """Move queued items of the same key into ``batch`` while they fit; returns images."""
@@ -189,7 +207,6 @@ class MicroBatcher(Generic[K]):
             started = time.perf_counter()
             for item in batch:
                 self._m_wait.observe(started - item.enqueued)
-            self._m_batch.observe(sum(item.count for item in batch))
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, batch[0].key, [i.payload for i in batch]
@@ -206,8 +223,14 @@ class MicroBatcher(Generic[K]):
                         item.future.set_exception(
                             InferenceError("inference failed; the server log has the details"))
                 continue
-            self._m_infer.observe(time.perf_counter() - started)
-            self._m_images.inc(sum(item.count for item in batch))
+            # Only images that went through the forward count (a bad image fails its request
+            # before the forward, and a batch of nothing but bad images has no forward).
+            classified = sum(item.count for item, result in zip(batch, results, strict=True)
+                             if not isinstance(result, Exception))
+            if classified:
+                self._m_infer.observe(time.perf_counter() - started)
+                self._m_batch.observe(classified)
+                self._m_images.inc(classified)
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():  # the client went away
                     continue

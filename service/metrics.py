@@ -31,13 +31,15 @@ REQUEST_LATENCY = Histogram(
     "imgclf_http_request_duration_seconds", "whole-request latency", ["method", "route"],
     buckets=_LATENCY_BUCKETS,
 )
-IMAGES = Counter("imgclf_images_total", "images classified", ["model"])
+IMAGES = Counter("imgclf_images_total", "images classified (through a forward pass)", ["model"])
 DECODE_TIME = Histogram(
     "imgclf_decode_seconds", "parse + decode + preprocess time per request", ["model"],
     buckets=_LATENCY_BUCKETS,
 )
 QUEUE_WAIT = Histogram(
-    "imgclf_queue_wait_seconds", "time an image waits for its forward pass", ["model"],
+    "imgclf_queue_wait_seconds",
+    "time a request (or a batch-sized part of one) waits in the queue for its forward pass",
+    ["model"],
     buckets=_LATENCY_BUCKETS,
 )
 INFERENCE_TIME = Histogram(

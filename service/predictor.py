@@ -216,11 +216,8 @@ class Predictor:
                 # The batcher counts images: a big request goes in batch-sized chunks.
                 jobs = [Job(top_k, pixels=pixels[start:start + limit])
                         for start in range(0, len(pixels), limit)]
-        if len(jobs) == 1:
-            results = [await slot.batcher.submit(loaded, jobs[0], len(files))]
-        else:
-            results = await asyncio.gather(
-                *(slot.batcher.submit(loaded, job, len(job.pixels)) for job in jobs))
+        results = await slot.batcher.submit_all(
+            loaded, [(job, len(job.files or job.pixels)) for job in jobs])
         return self.encode(loaded, results, top_k)
 
     def decode(self, images: list[RawImage], spec: InputSpec) -> list[bytes]:

@@ -237,3 +237,13 @@ def test_an_invalid_pointer_answers_409_to_reload_and_promote_repairs_it(registr
         assert _admin(client, "/admin/promote", {"version": "2"}).status_code == 200
         assert registry.read_production(registry_copy, MODEL) == "2"
         assert _admin(client, "/admin/rollback").json()["production"] == "1"
+
+
+def test_an_idle_worker_serves_a_request_larger_than_its_queue_whole(registry_copy):
+    app = create_app(inprocess_settings(registry_copy, max_queue=8, max_batch_size=4))
+    with TestClient(app) as client:
+        wait_ready(client)
+        files = [("file", (f"{i}.png", PNG, "image/png")) for i in range(12)]  # 3 batches
+        response = client.post("/predict", files=files)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 12
