@@ -7,8 +7,10 @@ training evaluation. This module only adds what the network requires: a format a
 (decompression bombs), and errors that say what was wrong.
 """
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,25 +49,45 @@ def decode_pixels(data: bytes, *, spec: InputSpec, max_pixels: int) -> bytes:
     Raises :class:`ImageDecodeError` with 413 for too many pixels and 422 for anything that is
     not a decodable image in an allowed format.
     """
+    return image_pixels(open_image(data, max_pixels=max_pixels), spec=spec)
+
+
+def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """The first half of :func:`decode_pixels`: read the header only (nothing is decoded yet),
+    so that the caller knows ``image.size`` (how much work decoding will be) and a file over
+    ``max_pixels`` or in a refused format fails before any pixel is decoded."""
     if not data:
         raise ImageDecodeError(422, "empty file")
+    with _decode_errors(data, max_pixels):
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            image.close()
+            raise ImageDecodeError(
+                413, f"{width}x{height} = {width * height} pixels exceeds MAX_PIXELS={max_pixels}")
+        return image
+
+
+def image_pixels(image: Image.Image, *, spec: InputSpec) -> bytes:
+    """The second half of :func:`decode_pixels`: decode an :func:`open_image` result (and
+    close it)."""
+    with image, _decode_errors(None, Image.MAX_IMAGE_PIXELS):
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return image_to_pixels(image, spec=spec)
+
+
+@contextlib.contextmanager
+def _decode_errors(data: bytes | None, max_pixels: int | None) -> Iterator[None]:
+    """PIL's ways of failing on a bad file, as :class:`ImageDecodeError` (413 or 422)."""
     try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            width, height = image.size  # from the header: nothing decoded yet
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    413,
-                    f"{width}x{height} = {width * height} pixels exceeds MAX_PIXELS={max_pixels}",
-                )
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return image_to_pixels(image, spec=spec)
+        yield
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(413, f"image exceeds MAX_PIXELS={max_pixels}: {exc}") from None
     except UnidentifiedImageError:
-        if _looks_like_svg(data):
+        if data is not None and _looks_like_svg(data):
             raise ImageDecodeError(
                 415, "SVG is not supported: send a raster image (PNG, JPEG, ...)"
             ) from None

@@ -1,12 +1,14 @@
 """The predictor owns the models of a worker and turns image files into predictions.
 
-    parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
-    thread, ``torch.inference_mode()``) -> encode (event loop)
+    parse body, read image headers (event loop) -> micro-batcher -> decode + forward of the
+    whole batch (inference thread, ``torch.inference_mode()``) -> encode (event loop)
 
 Small requests are decoded on the inference thread together with their batch, so the event
-loop keeps only HTTP work: health checks, metrics and refusals answer promptly however busy
-the model is. Large bodies (``DECODE_INLINE_BYTES``) are decoded in a thread pool before they
-queue, so that a request of big photos does not hold up the batch of small ones behind it.
+loop keeps only HTTP work and header reads: health checks, metrics and refusals answer
+promptly however busy the model is. Requests with more pixels than ``DECODE_INLINE_PIXELS``
+(counted from the headers: a 16 KB PNG can hold 16 million blank pixels, so bytes say
+nothing) are decoded in a thread pool before they queue, so that a request of big images does
+not hold up the batch of small ones behind it.
 
 The ``/predict`` route (``service.predict_route``) calls :meth:`Predictor.predict` with raw
 files and gets the JSON body back; it never sees a tensor. Each served model name has a
@@ -25,6 +27,7 @@ from typing import Any
 
 import msgspec
 import torch
+from PIL import Image
 
 from service import metrics
 from service.batcher import MicroBatcher
@@ -36,7 +39,7 @@ from service.errors import (
     ModelNotReadyError,
     UnknownModelError,
 )
-from service.imaging import ImageDecodeError, decode_pixels, install_pixel_limit
+from service.imaging import ImageDecodeError, image_pixels, install_pixel_limit, open_image
 from service.inputs import BodyBudget, RawImage
 from service.loader import LoadedModel, resolve_device
 from service.settings import Settings
@@ -53,11 +56,31 @@ ImageSource = Callable[[], Awaitable[list[RawImage]]]
 @dataclass(frozen=True)
 class Job:
     """One request, or a batch-sized chunk of one, as the inference thread receives it: either
-    its files, still encoded, or their pixels when they were decoded before queueing."""
+    its images with only their headers read (``Opened``), or their pixels when they were
+    decoded before queueing."""
 
     top_k: int
-    files: list[RawImage] | None = None
+    opened: "Opened | None" = None
     pixels: list[bytes] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.opened.images) if self.opened is not None else len(self.pixels or ())
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A request's images after :func:`~service.imaging.open_image`: per file, the image with
+    its header read, or the problem that refuses it (reported with the others once decoded)."""
+
+    images: list[Image.Image | ImageProblem]
+    filenames: list[str | None]
+    seconds: float  # spent reading headers: part of the request's decode time
+
+    @property
+    def pixels(self) -> int:
+        return sum(image.width * image.height for image in self.images
+                   if not isinstance(image, ImageProblem))
 
 
 @dataclass(eq=False)
@@ -204,35 +227,47 @@ class Predictor:
         limit = self.settings.max_batch_size
         with slot.batcher.incoming():
             files = await read_images()
-            if len(files) <= limit and (
-                    sum(len(f.data) for f in files) <= self.settings.decode_inline_bytes):
-                jobs = [Job(top_k, files=files)]  # decoded with its batch
+            opened = self.open(files)
+            if len(files) <= limit and opened.pixels <= self.settings.decode_inline_pixels:
+                jobs = [Job(top_k, opened=opened)]  # decoded with its batch
             else:
                 started = time.perf_counter()
                 loop = asyncio.get_running_loop()
                 pixels = await loop.run_in_executor(
-                    self._decode_pool, self.decode, files, loaded.spec)
-                slot.decode_time.observe(time.perf_counter() - started)
+                    self._decode_pool, self.decode, opened, loaded.spec)
+                slot.decode_time.observe(time.perf_counter() - started + opened.seconds)
                 # The batcher counts images: a big request goes in batch-sized chunks.
                 jobs = [Job(top_k, pixels=pixels[start:start + limit])
                         for start in range(0, len(pixels), limit)]
-        results = await slot.batcher.submit_all(
-            loaded, [(job, len(job.files or job.pixels)) for job in jobs])
+        results = await slot.batcher.submit_all(loaded, [(job, job.count) for job in jobs])
         return self.encode(loaded, results, top_k)
 
-    def decode(self, images: list[RawImage], spec: InputSpec) -> list[bytes]:
-        """Files -> pixels (``decode_pixels``); every bad image is reported, then all refused.
+    def open(self, files: list[RawImage]) -> Opened:
+        """Read every file's header (:func:`~service.imaging.open_image`): cheap, and it tells
+        how much decoding the request is before deciding where to decode it."""
+        started = time.perf_counter()
+        images: list[Image.Image | ImageProblem] = []
+        for index, file in enumerate(files):
+            try:
+                images.append(open_image(file.data, max_pixels=self.settings.max_pixels))
+            except ImageDecodeError as exc:
+                images.append(ImageProblem(index, file.filename, exc.status, exc.detail))
+        return Opened(images, [file.filename for file in files], time.perf_counter() - started)
 
-        No torch here: tensors are built per batch by :meth:`_run_batch`.
-        """
+    def decode(self, opened: Opened, spec: InputSpec) -> list[bytes]:
+        """Opened images -> pixels (``image_pixels``); every bad image is reported, then all
+        refused. No torch here: tensors are built per batch by :meth:`_run_batch`."""
         pixels: list[bytes] = []
         problems: list[ImageProblem] = []
-        max_pixels = self.settings.max_pixels
-        for index, image in enumerate(images):
+        for index, image in enumerate(opened.images):
+            if isinstance(image, ImageProblem):
+                problems.append(image)
+                continue
             try:
-                pixels.append(decode_pixels(image.data, spec=spec, max_pixels=max_pixels))
+                pixels.append(image_pixels(image, spec=spec))
             except ImageDecodeError as exc:
-                problems.append(ImageProblem(index, image.filename, exc.status, exc.detail))
+                problems.append(
+                    ImageProblem(index, opened.filenames[index], exc.status, exc.detail))
         if problems:
             raise InvalidImageError(problems)
         return pixels
@@ -248,10 +283,11 @@ class Predictor:
                 continue
             started = time.perf_counter()
             try:
-                pixels.append(self.decode(job.files, loaded.spec))
+                pixels.append(self.decode(job.opened, loaded.spec))
             except InvalidImageError as exc:
                 pixels.append(exc)
-            self.slots[loaded.name].decode_time.observe(time.perf_counter() - started)
+            self.slots[loaded.name].decode_time.observe(
+                time.perf_counter() - started + job.opened.seconds)
         good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
                 if not isinstance(chunk, Exception)]
         if not good:

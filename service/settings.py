@@ -65,10 +65,11 @@ class Settings(BaseSettings):
         description="a starting worker accepts connections once its first model load attempt "
                     "ended, or after this long (below gunicorn's TIMEOUT)",
     )
-    decode_inline_bytes: int = Field(
+    decode_inline_pixels: int = Field(
         256 * 1024, ge=0,
-        description="bodies up to this size are decoded on the inference thread with their batch, "
-                    "larger ones in a thread pool before they queue",
+        description="requests of up to this many pixels in all (read from the image headers) are "
+                    "decoded on the inference thread with their batch, larger ones in a thread "
+                    "pool before they queue",
     )
     log_level: str = Field("info", description="log level of the service loggers")
 

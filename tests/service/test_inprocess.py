@@ -247,3 +247,31 @@ def test_an_idle_worker_serves_a_request_larger_than_its_queue_whole(registry_co
         response = client.post("/predict", files=files)
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 12
+
+
+def test_images_with_many_pixels_are_decoded_off_the_inference_thread(registry_copy,
+                                                                        monkeypatch):
+    """A blank 2048x2048 PNG is ~12 KB but 4 Mpx (~20 ms) to decode: counted by its bytes it
+    would be decoded on the inference thread, holding up everyone's batch."""
+    import threading
+
+    import service.predictor as predictor_module
+    from PIL import Image as PILImage
+
+    decoded_on: dict[tuple[int, int], str] = {}
+    original = predictor_module.image_pixels
+
+    def recording(image, *, spec):
+        decoded_on[image.size] = threading.current_thread().name
+        return original(image, spec=spec)
+
+    monkeypatch.setattr(predictor_module, "image_pixels", recording)
+    blank = encode(PILImage.new("L", (2048, 2048)))
+    assert len(blank) < 64 * 1024
+    with TestClient(create_app(inprocess_settings(registry_copy))) as client:
+        wait_ready(client)
+        files = [("file", (f"{i}.png", blank, "image/png")) for i in range(2)]
+        assert client.post("/predict", files=files).status_code == 200
+        assert _post(client).status_code == 200
+    assert decoded_on[(2048, 2048)].startswith("decode")
+    assert decoded_on[(28, 28)].startswith("inference")

@@ -94,7 +94,8 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
     from service.loader import load_model
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
-    pixels = predictor.decode([RawImage(p.name, p.read_bytes()) for p in paths], loaded.spec)
+    files = [RawImage(p.name, p.read_bytes()) for p in paths]
+    pixels = predictor.decode(predictor.open(files), loaded.spec)
     [(scores, indices)] = predictor._run_batch(loaded, [Job(1, pixels=pixels)])
     local = list(predict_files(trained_registry, MODEL, None, paths))
     assert [row[0] for row in indices] == [loaded.labels.index(label) for _, label, _ in local]
@@ -138,7 +139,8 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
         finally:
             await predictor.stop()
 
-    jobs = [Job(1, files=good[:1]), Job(1, files=[good[1], bad]), Job(2, files=good)]
+    jobs = [Job(1, opened=predictor.open(good[:1])),
+            Job(1, opened=predictor.open([good[1], bad])), Job(2, opened=predictor.open(good))]
     first, failed, last = asyncio.run(run_batch(jobs))
     assert isinstance(failed, InvalidImageError)
     [problem] = failed.extra["problems"]
