@@ -57,7 +57,9 @@ def explicit_options(train_argv: list[str]) -> dict:
 
 def resolve_train_config(args: argparse.Namespace, train_argv: list[str]) -> TrainConfig:
     """The command line's config; with ``--resume``, the checkpoint's own config with only the
-    options given explicitly laid over it, so ``--resume last.pt`` alone continues that run."""
+    options given explicitly laid over it, so ``--resume last.pt`` alone continues that run.
+    Training then refuses overrides that would not continue it exactly
+    (:func:`~training.config.check_resume_config`), exit status 2 like every config error."""
     if not args.resume:
         return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     from training.checkpoint import load_checkpoint

@@ -20,6 +20,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Learning rates that work for each optimizer when --lr is not given.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
+# What a resumed run may change: where and how it runs, what it writes, when it stops early.
+# Every other option shapes the data, model, optimizer or schedule the checkpoint was made with.
+RESUME_MAY_CHANGE = frozenset({
+    "device", "precision", "threads", "progress", "publish", "promote", "registry", "name", "wandb",
+    "runs_dir", "run_name", "download", "resume", "patience", "min_delta",
+})
+# Schedules laid out over the run's total number of steps; the others ignore the run's length.
+LENGTH_AWARE_SCHEDULERS = ("cosine", "onecycle")
 
 
 def option(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
@@ -98,6 +106,10 @@ class TrainConfig:
             self.model_kwargs = json.loads(self.model_kwargs)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if self.patience is not None and self.patience < 1:
+            # 0 would stop before the first epoch, leaving no best checkpoint to test and publish
+            raise ValueError(f"patience must be at least 1 epoch, got {self.patience}; "
+                             "leave it out to never stop early")
 
     @property
     def model_name(self) -> str:
@@ -116,3 +128,28 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to resume, under ``cfg``, the run whose checkpoint config is ``saved`` when they
+    differ in anything but the options of :data:`RESUME_MAY_CHANGE`.
+
+    Why: the checkpoint's optimizer and scheduler states were built for its own config, and
+    resuming continues exactly only under that config. Over another batch size or run length,
+    onecycle crashes mid-epoch ("Tried to step 19 times") and cosine silently restarts at its
+    peak learning rate. More epochs are fine with a schedule that ignores the run's length.
+    """
+    current = cfg.to_dict()
+    changed = [key for key, value in saved.items()
+               if key in current and key not in RESUME_MAY_CHANGE and current[key] != value]
+    if "epochs" in changed and cfg.scheduler not in LENGTH_AWARE_SCHEDULERS:
+        changed.remove("epochs")
+    if not changed:
+        return
+    listed = ", ".join(f"--{key.replace('_', '-')} {saved[key]!r} -> {current[key]!r}" for key in changed)
+    epochs = (f" --epochs may change only with --scheduler none or step ({cfg.scheduler} is laid "
+              "out over the run's total steps)." if "epochs" in changed else "")
+    raise ValueError(
+        f"cannot resume {cfg.resume} with changed {listed}: these shape the data, model, optimizer "
+        "or learning-rate schedule the checkpoint was made with, so the run would not continue "
+        f"exactly. Leave them out to continue the run as it was, or start a new run.{epochs}"
+    )

@@ -29,8 +29,9 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     """Decode the dataset once and split it reproducibly (``cfg.seed``).
 
     The test split is the source's own test set (or, for an ImageFolder without ``test/``, a
-    seeded held-out share of ``train/``) and is used only for the final report, never to
-    choose anything; validation is carved from the training pool unless the source has one.
+    held-out share of ``train/`` chosen by each file's path, so it stays fixed as the folder
+    grows) and is used only for the final report, never to choose anything; validation is
+    carved from the training pool (the same way) unless the source has one.
     """
     raw = load_raw(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None,
                    download=cfg.download, channels=cfg.channels, image_size=cfg.image_size)

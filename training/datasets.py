@@ -41,22 +41,30 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class ImageTensors:
-    """A labelled image set held in memory as uint8."""
+    """A labelled image set held in memory as uint8.
+
+    ``keys`` name each sample stably (an ImageFolder file's path inside its split folder) where
+    the source can grow, so that splits can follow files instead of positions; fixed sources
+    (the MNIST family, CIFAR-10) have none."""
 
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
+    keys: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise TypeError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.keys is not None and len(self.keys) != len(self.labels):
+            raise ValueError(f"{len(self.keys)} keys but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: torch.Tensor) -> "ImageTensors":
-        return ImageTensors(self.images[indices], self.labels[indices])
+        keys = None if self.keys is None else [self.keys[i] for i in indices.tolist()]
+        return ImageTensors(self.images[indices], self.labels[indices], keys)
 
 
 @dataclass
@@ -182,7 +190,8 @@ def _decode_folder(folder: Path, spec: InputSpec, classes: list[str] | None) -> 
     for i in range(len(dataset)):
         images[i], _ = dataset[i]
     labels = torch.tensor(dataset.targets, dtype=torch.int64)
-    return ImageTensors(images, labels), dataset.classes
+    keys = [Path(path).relative_to(folder).as_posix() for path, _ in dataset.samples]
+    return ImageTensors(images, labels, keys), dataset.classes
 
 
 def _open(path: str) -> Image.Image:
@@ -195,7 +204,8 @@ def load_imagefolder(
 ) -> RawDataset:
     """A user's ``train/<class>/*.jpg`` with optional ``val/`` and ``test/`` next to it.
 
-    Without ``test/`` a held-out test split is carved out of ``train/`` by the caller.
+    Without ``test/`` a held-out test split is carved out of ``train/`` by the caller, by each
+    file's path (the samples' ``keys``), so it stays put as the folder grows.
     Images are resized to ``image_size`` and converted to ``channels`` once, here.
     """
     if data_dir is None or not (Path(data_dir) / "train").is_dir():

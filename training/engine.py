@@ -33,6 +33,11 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` moved to this device and memory format, matching what :meth:`prepare` feeds it."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                        else torch.contiguous_format)
+
     def prepare(self, images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
         x = transform(images.to(self.device, non_blocking=True))  # (N, C, H, W) float32
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

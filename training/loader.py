@@ -6,6 +6,7 @@ Shuffling uses torch's ``DistributedSampler``: one process is simply world size 
 torchrun each rank takes its own shard with ``set_epoch`` reshuffling every epoch.
 """
 
+import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -16,13 +17,38 @@ from training.datasets import ImageTensors
 
 
 def split_holdout(data: ImageTensors, fraction: float, *, seed: int) -> tuple[ImageTensors, ImageTensors]:
-    """A seeded, reproducible split of ``data`` into (kept, held out)."""
+    """A seeded, reproducible split of ``data`` into (kept, held out), ``fraction`` held out.
+
+    Samples with ``keys`` (ImageFolder files, a set that grows) are held out by a hash of
+    ``(seed, key)``: each file's side depends on its own path alone, so adding or removing
+    files never moves the others, and a test split stays unseen by the models trained before
+    the data grew. Its size is then about ``fraction``. Fixed sources use a seeded permutation.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    if data.keys is not None:
+        return _split_by_key(data, fraction, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=generator)
     held = max(1, int(round(len(data) * fraction)))
     return data.subset(order[held:]), data.subset(order[:held])
+
+
+def key_fraction(key: str, *, seed: int) -> float:
+    """Where ``key`` falls in [0, 1) under ``seed``: the first 8 bytes of a sha256, so the same
+    on every machine and Python version (``hash()`` is salted per process)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _split_by_key(data: ImageTensors, fraction: float, *, seed: int) -> tuple[ImageTensors, ImageTensors]:
+    scores = torch.tensor([key_fraction(key, seed=seed) for key in data.keys], dtype=torch.float64)
+    held = scores < fraction  # (N,) bool
+    if not held.any():  # keep at least one sample on each side
+        held[scores.argmin()] = True
+    if held.all():
+        held[scores.argmax()] = False
+    return data.subset(torch.nonzero(~held).flatten()), data.subset(torch.nonzero(held).flatten())
 
 
 def channel_mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -4,6 +4,7 @@ import logging
 import os
 
 import torch
+from torch import nn
 
 from training.engine import Runtime
 
@@ -46,6 +47,12 @@ def resolve_device(name: str) -> torch.device:
         name, gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
         local_rank=None if local_rank is None else int(local_rank),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def is_conv_net(model: nn.Module) -> bool:
+    """Conv nets run channels_last (faster convolutions); every model that is compared with
+    another (the scheduled job's production re-score) must run the way it was trained."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def resolve_runtime(*, device: str, precision: str, channels_last: bool) -> Runtime:

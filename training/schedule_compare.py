@@ -24,7 +24,7 @@ from training.engine import evaluate
 from training.loader import BatchLoader
 from training.preprocess import EvalTransform
 from training.registry import Artifact
-from training.runtime import resolve_runtime
+from training.runtime import is_conv_net, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,11 @@ class ProductionScore:
     test_loss: float | None
     source: str  # "re-evaluated" | "recorded" | "unavailable"
     note: str = ""
+    test_samples: int | None = None  # the size of the split it was scored on
 
     def to_dict(self) -> dict:
         return {"test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
-                "source": self.source, "note": self.note}
+                "test_samples": self.test_samples, "source": self.source, "note": self.note}
 
 
 def score_production(artifact: Artifact, cfg: TrainConfig, data: DataSplits) -> ProductionScore:
@@ -59,27 +60,31 @@ def score_production(artifact: Artifact, cfg: TrainConfig, data: DataSplits) -> 
                 "using its recorded metric")
         log.warning("%s", note)
         return _recorded(recorded, note)
-    runtime = resolve_runtime(device=cfg.device, precision=cfg.precision, channels_last=False)
-    model = artifact.model.to(runtime.device)
+    # The same device, precision and memory format as the candidate's own test, like for like.
+    model = artifact.model
+    runtime = resolve_runtime(device=cfg.device, precision=cfg.precision, channels_last=is_conv_net(model))
+    model = runtime.place(model)
     loader = BatchLoader(data.test, batch_size=512, shuffle=False)
     transform = EvalTransform(spec=spec)
     if list(artifact.class_labels) == list(data.classes):
         stats = evaluate(model, loader, criterion=nn.CrossEntropyLoss(), transform=transform,
                          runtime=runtime)
-        return ProductionScore(stats["accuracy"], stats["loss"], "re-evaluated")
+        return ProductionScore(stats["accuracy"], stats["loss"], "re-evaluated",
+                               test_samples=len(data.test))
     # The label set changed (a class added or renamed): score by label name. A class that
     # production does not know counts as wrong, which is exactly what serving it would do.
     accuracy = _accuracy_by_label(model, loader, transform, runtime,
                                   artifact.class_labels, data.classes)
     note = "class labels differ from the candidate's; accuracy compared by label name, no loss"
-    return ProductionScore(accuracy, None, "re-evaluated", note)
+    return ProductionScore(accuracy, None, "re-evaluated", note, test_samples=len(data.test))
 
 
 def _recorded(recorded: dict, note: str) -> ProductionScore:
     accuracy = recorded.get(METRIC)
     if accuracy is None:
         return ProductionScore(None, None, "unavailable", note + " (none recorded)")
-    return ProductionScore(float(accuracy), recorded.get("test_loss"), "recorded", note)
+    return ProductionScore(float(accuracy), recorded.get("test_loss"), "recorded", note,
+                           test_samples=recorded.get("test_samples"))
 
 
 @torch.inference_mode()

@@ -20,7 +20,7 @@ from typing import Any
 from training import registry
 from training import train as train_module
 from training.config import TrainConfig
-from training.data import load_data
+from training.data import DataSplits
 from training.schedule_compare import METRIC, ProductionScore, decide, score_production
 from training.schedule_lock import LockInfo
 from training.schedule_settings import ScheduleSettings
@@ -123,7 +123,7 @@ class RetrainRun:
         # Production is read again now: it may have been rolled back while we trained.
         current = registry.read_production(self.registry, self.name)
         started = time.perf_counter()
-        score, comparable = self._score_production(current, cfg)
+        score, comparable = self._score_production(current, cfg, result.data)
         report["durations"]["evaluate_production_s"] = round(time.perf_counter() - started, 3)
         report["production"].update(version=current, **(score.to_dict() if score else {}))
 
@@ -180,10 +180,12 @@ class RetrainRun:
         return TrainConfig(**values)
 
     def _score_production(
-        self, version: str | None, cfg: TrainConfig
+        self, version: str | None, cfg: TrainConfig, data: DataSplits
     ) -> tuple[ProductionScore | None, bool]:
-        """(score, comparable). Not comparable: there is no production, or its artifact is
-        unreadable (the service cannot serve it either, so a good candidate should replace it)."""
+        """(score, comparable) on ``data``, the candidate's own splits: never a second load,
+        which would see files that arrived during training and test on another split.
+        Not comparable: there is no production, or its artifact is unreadable (the service
+        cannot serve it either, so a good candidate should replace it)."""
         if version is None:
             return None, False
         try:
@@ -198,7 +200,6 @@ class RetrainRun:
             return ProductionScore(None if accuracy is None else float(accuracy),
                                    recorded.get("test_loss"), "recorded",
                                    "SCHEDULE_REEVALUATE_PRODUCTION=false"), True
-        data = load_data(cfg)  # same dataset and seed: exactly the candidate's test split
         return score_production(artifact, cfg, data), True
 
     def _prune(self) -> None:

@@ -15,7 +15,7 @@ import models
 from models.backbones import load_pretrained
 from training import registry
 from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
-from training.config import TrainConfig
+from training.config import TrainConfig, check_resume_config
 from training.data import DataSplits, build_augment, load_data
 from training.engine import Runtime, evaluate, train_one_epoch
 from training.loader import BatchLoader
@@ -23,7 +23,7 @@ from training.metrics_log import MetricsLogger
 from training.optim import build_optimizer, build_scheduler, trainable_parameters
 from training.preprocess import EvalTransform
 from training.ranks import barrier, broadcast_from_main
-from training.runtime import resolve_runtime
+from training.runtime import is_conv_net, resolve_runtime
 from training.storage import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ class TrainResult:
     test_metrics: dict[str, float]
     version: str | None
     epochs_run: int
+    # The splits this run trained and was tested on: the scheduled job scores production on
+    # exactly this test split, whatever arrived in the data directory meanwhile.
+    data: DataSplits
 
 
 def seed_everything(seed: int) -> None:
@@ -53,10 +56,6 @@ def build_model(cfg: TrainConfig, data: DataSplits) -> nn.Module:
     return model
 
 
-def _is_conv_net(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
 def _run_dir(cfg: TrainConfig) -> Path:
     if cfg.resume:
         return Path(cfg.resume).resolve().parent.parent  # <run>/checkpoints/last.pt
@@ -71,12 +70,14 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     is_main = rank == 0
+    resumed = load_checkpoint(Path(cfg.resume)) if cfg.resume else None
+    if resumed is not None:
+        check_resume_config(resumed["config"], cfg)  # before any work: only exact resumes
     data = load_data(cfg)
     model = build_model(cfg, data)
     runtime: Runtime = resolve_runtime(device=cfg.device, precision=cfg.precision,
-                                       channels_last=_is_conv_net(model))
-    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last
-                     else torch.contiguous_format)
+                                       channels_last=is_conv_net(model))
+    model = runtime.place(model)
     arch = models.get_architecture(cfg.model)
     params = trainable_parameters(model, head=arch.head, freeze_backbone=cfg.freeze_backbone,
                                   arch_name=cfg.model)
@@ -94,17 +95,17 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
     run_dir = broadcast_from_main(_run_dir(cfg))  # one clock names the run on every rank
     ckpt_dir = run_dir / "checkpoints"
     start_epoch, global_step, best, history = 0, 0, float("-inf"), []
-    if cfg.resume:
-        state = load_checkpoint(Path(cfg.resume))
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        if scheduler is not None and state.get("scheduler_state_dict"):
-            scheduler.load_state_dict(state["scheduler_state_dict"])
-        if scaler is not None and state.get("scaler_state_dict"):
-            scaler.load_state_dict(state["scaler_state_dict"])
-        restore_rng_states(state["rng_states"])
-        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
-        best, history = state["best_metric"], list(state["history"])
+    if resumed is not None:
+        model.load_state_dict(resumed["model_state_dict"])
+        optimizer.load_state_dict(resumed["optimizer_state_dict"])
+        if scheduler is not None and resumed.get("scheduler_state_dict"):
+            scheduler.load_state_dict(resumed["scheduler_state_dict"])
+        if scaler is not None and resumed.get("scaler_state_dict"):
+            scaler.load_state_dict(resumed["scaler_state_dict"])
+        restore_rng_states(resumed["rng_states"])
+        start_epoch, global_step = resumed["epoch"] + 1, resumed["global_step"]
+        best, history = resumed["best_metric"], list(resumed["history"])
+        resumed = None  # free the checkpoint's tensors: the model and optimizer hold them now
         log.info("resumed from %s at epoch %d", cfg.resume, start_epoch + 1)
     log.info("config: %s", cfg.to_dict())
     logger = MetricsLogger(run_dir, cfg, enabled=is_main)
@@ -160,7 +161,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
         if cfg.publish:
             version = publish_model(cfg, data, model, metrics)
     barrier()
-    return TrainResult(run_dir, best, metrics, version, len(history))
+    return TrainResult(run_dir, best, metrics, version, len(history), data)
 
 
 def _epochs_since_improvement(history: list[dict], min_delta: float) -> int:

@@ -73,3 +73,20 @@ def test_resume_with_only_the_checkpoint_continues_that_run(idx_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "'model': 'mlp'" in resumed.stderr and "epoch 2/2" in resumed.stderr
     assert "epoch 1/2" not in resumed.stderr  # epoch 1 came from the checkpoint
+
+
+def test_resume_refuses_options_that_would_change_the_run_before_training(idx_dir, tmp_path):
+    first = run(TRAIN + ["--data-dir", str(idx_dir), "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
+                         "--epochs", "1", "--batch-size", "32", "--scheduler", "onecycle", "--run-name", "r",
+                         "--precision", "fp32", "--no-publish"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    last = "runs/r/checkpoints/last.pt"
+    # onecycle is laid out over the run's total steps; its saved state cannot be stretched
+    refused = run(TRAIN + ["--resume", last, "--epochs", "2", "--batch-size", "64", "--no-publish"], tmp_path)
+    assert refused.returncode == 2
+    assert "--epochs" in refused.stderr and "--batch-size" in refused.stderr
+    assert "Traceback" not in refused.stderr and "runtime:" not in refused.stderr  # nothing started
+    # runtime and early-stopping options may change; repeating the checkpoint's value is fine
+    allowed = run(TRAIN + ["--resume", last, "--patience", "3", "--threads", "1", "--batch-size", "32",
+                           "--no-publish"], tmp_path)
+    assert allowed.returncode == 0, allowed.stderr

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import make_idx_dir, make_imagefolder
 from training.config import TrainConfig
@@ -62,6 +63,22 @@ def test_imagefolder_without_val_or_test_carves_both_from_train(tmp_path):
     assert data.classes == ["circle", "square", "stripe"]
     assert data.train.images.shape[1:] == (3, 12, 12)
     assert len(data.train) + len(data.val) + len(data.test) == 36
+
+
+def _pixels(split) -> set[bytes]:
+    return {image.numpy().tobytes() for image in split.images}
+
+
+def test_imagefolder_test_split_stays_fixed_when_an_image_is_added(tmp_path):
+    # Production trained on the old train/val splits: none of them may become a test image.
+    root = make_imagefolder(tmp_path / "ds", per_class=40)
+    cfg = _imagefolder_config(root)
+    before = load_data(cfg)
+    Image.new("RGB", (12, 12), (1, 2, 3)).save(root / "train" / "circle" / "arrived.png")
+    after = load_data(cfg)
+    assert _pixels(before.test) <= _pixels(after.test)
+    assert not _pixels(after.test) & (_pixels(before.train) | _pixels(before.val))
+    assert len(after.train) + len(after.val) + len(after.test) == 121
 
 
 def test_imagefolder_uses_given_val_and_test_folders(tmp_path):

@@ -2,8 +2,10 @@
 and a tampered production model."""
 
 import pytest
+from PIL import Image
 from schedule_support import BAD, GOOD, NAME, production, reports
 
+from tests.conftest import make_imagefolder
 from training import registry
 from training.schedule import EXIT_FAILED, EXIT_NO_MODEL, EXIT_OK, run_schedule
 
@@ -86,6 +88,28 @@ def test_crash_mid_run_leaves_production_untouched(job_env, monkeypatch):
     # the lock was released: the next run goes ahead
     monkeypatch.setattr(training.train, "train_one_epoch", real)
     assert run_schedule(once=True) == EXIT_OK
+
+
+def test_production_is_scored_on_the_candidates_test_split_while_data_arrives(job_env, tmp_path, monkeypatch):
+    # No test/ folder: the test split is held out of train/, which grows while the candidate trains.
+    data = make_imagefolder(tmp_path / "growing", per_class=24)
+    job_env(TRAIN_DATA_DIR=str(data))
+    assert run_schedule(once=True) == EXIT_OK
+    import training.train
+
+    real_main = training.train.main
+
+    def main_then_images_arrive(cfg, **kwargs):
+        result = real_main(cfg, **kwargs)
+        for i in range(20):  # some of them hash into the held-out test split
+            Image.new("RGB", (16, 16), (i, i, i)).save(data / "train" / "circle" / f"arrived-{i}.png")
+        return result
+
+    monkeypatch.setattr(training.train, "main", main_then_images_arrive)
+    assert run_schedule(once=True) == EXIT_OK
+    last = reports(job_env.registry)[-1]
+    assert last["production"]["source"] == "re-evaluated"
+    assert last["production"]["test_samples"] == last["candidate"]["metrics"]["test_samples"]
 
 
 def test_bad_data_fails_with_a_report(job_env, tmp_path):
