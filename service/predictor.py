@@ -1,14 +1,16 @@
 """The predictor owns the models of a worker and turns image files into predictions.
 
-    parse body, read image headers (event loop) -> micro-batcher -> decode + forward of the
-    whole batch (inference thread, ``torch.inference_mode()``) -> encode (event loop)
+    parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
+    thread, ``torch.inference_mode()``) -> encode (event loop)
 
-Small requests are decoded on the inference thread together with their batch, so the event
-loop keeps only HTTP work and header reads: health checks, metrics and refusals answer
-promptly however busy the model is. Requests with more pixels than ``DECODE_INLINE_PIXELS``
-(counted from the headers: a 16 KB PNG can hold 16 million blank pixels, so bytes say
-nothing) are decoded in a thread pool before they queue, so that a request of big images does
-not hold up the batch of small ones behind it.
+Requests are decoded on the inference thread together with their batch, so the event loop
+keeps only HTTP work: health checks, metrics and refusals answer promptly however busy the
+model is. The inference thread reads a request's image headers first; when they announce
+more than ``DECODE_INLINE_PIXELS`` pixels (bytes say nothing: a 16 KB PNG can hold 16 million
+blank pixels), it hands the request back undecoded (:class:`DecodeInPool`), and the request
+is decoded in a thread pool and queues again as pixels, so that big images never hold up the
+batch of small ones behind them. Requests of more than ``MAX_BATCH_SIZE`` images go to the
+pool directly.
 
 The ``/predict`` route (``service.predict_route``) calls :meth:`Predictor.predict` with raw
 files and gets the JSON body back; it never sees a tensor. Each served model name has a
@@ -56,16 +58,15 @@ ImageSource = Callable[[], Awaitable[list[RawImage]]]
 @dataclass(frozen=True)
 class Job:
     """One request, or a batch-sized chunk of one, as the inference thread receives it: either
-    its images with only their headers read (``Opened``), or their pixels when they were
-    decoded before queueing."""
+    its files, still encoded, or their pixels when they were decoded before queueing."""
 
     top_k: int
-    opened: "Opened | None" = None
+    files: list[RawImage] | None = None
     pixels: list[bytes] | None = None
 
     @property
     def count(self) -> int:
-        return len(self.opened.images) if self.opened is not None else len(self.pixels or ())
+        return len(self.files if self.files is not None else self.pixels or ())
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,20 @@ class Opened:
 
     images: list[Image.Image | ImageProblem]
     filenames: list[str | None]
-    seconds: float  # spent reading headers: part of the request's decode time
 
     @property
     def pixels(self) -> int:
         return sum(image.width * image.height for image in self.images
                    if not isinstance(image, ImageProblem))
+
+
+class DecodeInPool(Exception):  # noqa: N818 - an answer of the inference thread, not an error
+    """The inference thread's answer for a job whose headers announce more pixels than
+    ``DECODE_INLINE_PIXELS``: not decoded there, so that it delays no one's batch."""
+
+    def __init__(self, opened: Opened) -> None:
+        super().__init__(f"{opened.pixels} pixels: decode in the pool")
+        self.opened = opened
 
 
 @dataclass(eq=False)
@@ -216,6 +225,8 @@ class Predictor:
 
         Reading the body happens in here, inside ``batcher.incoming()``, so that a batch being
         formed knows this request is on its way and may wait ``MAX_BATCH_WAIT_MS`` for it.
+        A request the inference thread hands back (:class:`DecodeInPool`), or one of more
+        than ``MAX_BATCH_SIZE`` images, is decoded in the pool and queued again as pixels.
         """
         slot = self.slot(model)
         loaded = self.loaded(slot)
@@ -227,32 +238,38 @@ class Predictor:
         limit = self.settings.max_batch_size
         with slot.batcher.incoming():
             files = await read_images()
-            opened = self.open(files)
-            if len(files) <= limit and opened.pixels <= self.settings.decode_inline_pixels:
-                jobs = [Job(top_k, opened=opened)]  # decoded with its batch
-            else:
-                started = time.perf_counter()
-                loop = asyncio.get_running_loop()
-                pixels = await loop.run_in_executor(
-                    self._decode_pool, self.decode, opened, loaded.spec)
-                slot.decode_time.observe(time.perf_counter() - started + opened.seconds)
-                # The batcher counts images: a big request goes in batch-sized chunks.
-                jobs = [Job(top_k, pixels=pixels[start:start + limit])
-                        for start in range(0, len(pixels), limit)]
+        opened = None
+        if len(files) <= limit:
+            try:  # decoded with its batch
+                results = await slot.batcher.submit_all(
+                    loaded, [(Job(top_k, files=files), len(files))])
+                return self.encode(loaded, results, top_k)
+            except DecodeInPool as answer:
+                opened = answer.opened  # too many pixels: the headers are read already
+        started = time.perf_counter()
+        pixels = await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, self._decode_files, files, opened, loaded.spec)
+        slot.decode_time.observe(time.perf_counter() - started)
+        # The batcher counts images: a big request goes in batch-sized chunks.
+        jobs = [Job(top_k, pixels=pixels[start:start + limit])
+                for start in range(0, len(pixels), limit)]
         results = await slot.batcher.submit_all(loaded, [(job, job.count) for job in jobs])
         return self.encode(loaded, results, top_k)
 
     def open(self, files: list[RawImage]) -> Opened:
         """Read every file's header (:func:`~service.imaging.open_image`): cheap, and it tells
         how much decoding the request is before deciding where to decode it."""
-        started = time.perf_counter()
         images: list[Image.Image | ImageProblem] = []
         for index, file in enumerate(files):
             try:
                 images.append(open_image(file.data, max_pixels=self.settings.max_pixels))
             except ImageDecodeError as exc:
                 images.append(ImageProblem(index, file.filename, exc.status, exc.detail))
-        return Opened(images, [file.filename for file in files], time.perf_counter() - started)
+        return Opened(images, [file.filename for file in files])
+
+    def _decode_files(self, files: list[RawImage], opened: Opened | None,
+                      spec: InputSpec) -> list[bytes]:
+        return self.decode(opened if opened is not None else self.open(files), spec)
 
     def decode(self, opened: Opened, spec: InputSpec) -> list[bytes]:
         """Opened images -> pixels (``image_pixels``); every bad image is reported, then all
@@ -274,20 +291,24 @@ class Predictor:
 
     def _run_batch(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
         """On the inference thread: decode what is still encoded, then one forward for all
-        jobs. Returns per job its top-k rows, or the ``InvalidImageError`` of its bad images
-        (a bad image fails its own request only)."""
-        pixels: list[list[bytes] | InvalidImageError] = []
+        jobs. Returns per job its top-k rows, the ``InvalidImageError`` of its bad images (a
+        bad image fails its own request only), or :class:`DecodeInPool` for a job with too
+        many pixels to decode here."""
+        pixels: list[list[bytes] | InvalidImageError | DecodeInPool] = []
         for job in jobs:
             if job.pixels is not None:
                 pixels.append(job.pixels)
                 continue
             started = time.perf_counter()
+            opened = self.open(job.files)
+            if opened.pixels > self.settings.decode_inline_pixels:
+                pixels.append(DecodeInPool(opened))
+                continue
             try:
-                pixels.append(self.decode(job.opened, loaded.spec))
+                pixels.append(self.decode(opened, loaded.spec))
             except InvalidImageError as exc:
                 pixels.append(exc)
-            self.slots[loaded.name].decode_time.observe(
-                time.perf_counter() - started + job.opened.seconds)
+            self.slots[loaded.name].decode_time.observe(time.perf_counter() - started)
         good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
                 if not isinstance(chunk, Exception)]
         if not good:

@@ -255,8 +255,9 @@ def test_images_with_many_pixels_are_decoded_off_the_inference_thread(registry_c
     would be decoded on the inference thread, holding up everyone's batch."""
     import threading
 
-    import service.predictor as predictor_module
     from PIL import Image as PILImage
+
+    import service.predictor as predictor_module
 
     decoded_on: dict[tuple[int, int], str] = {}
     original = predictor_module.image_pixels

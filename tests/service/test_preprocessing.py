@@ -139,8 +139,7 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
         finally:
             await predictor.stop()
 
-    jobs = [Job(1, opened=predictor.open(good[:1])),
-            Job(1, opened=predictor.open([good[1], bad])), Job(2, opened=predictor.open(good))]
+    jobs = [Job(1, files=good[:1]), Job(1, files=[good[1], bad]), Job(2, files=good)]
     first, failed, last = asyncio.run(run_batch(jobs))
     assert isinstance(failed, InvalidImageError)
     [problem] = failed.extra["problems"]
