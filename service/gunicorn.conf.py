@@ -26,7 +26,8 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 accesslog = "-" if os.environ.get("ACCESS_LOG", "0").lower() in ("1", "true", "yes") else None
 errorlog = "-"
 
-# Workers size their torch thread pools from the worker count (Settings.web_concurrency).
+# Workers size their torch thread pools from the worker count (Settings.web_concurrency);
+# on_starting corrects it when the command line overrides `workers` (gunicorn -w N).
 os.environ["WEB_CONCURRENCY"] = str(workers)
 
 _multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -57,8 +58,11 @@ logconfig_dict = {
 }
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
-    """Start from an empty metrics dir: stale files of a previous run would be summed in."""
+def on_starting(server):
+    """Tell the workers the real worker count (``-w N`` on the command line wins over this
+    file), and start from an empty metrics dir: stale files of a previous run would be summed
+    in."""
+    os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)
     path = Path(_multiproc_dir)
     path.mkdir(parents=True, exist_ok=True)
     for entry in path.iterdir():
