@@ -253,6 +253,10 @@ class Artifact:
         return InputSpec.from_dict(self.metadata["input"])
 
 
+_FIELD_TYPES = {"name": str, "version": str, "architecture": str, "weights_sha256": str,
+                "metrics": dict, "dataset": (str, type(None)), "created_at": (str, type(None))}
+
+
 def read_metadata(version_dir: Path) -> dict[str, Any]:
     try:
         metadata = json.loads((version_dir / METADATA_FILE).read_text("utf-8"))
@@ -267,6 +271,12 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
     missing = [key for key in required if key not in metadata]
     if missing:
         raise ArtifactValidationError(f"{version_dir / METADATA_FILE} lacks {', '.join(missing)}")
+    # Fields the service shows as they are (GET /models): the wrong type is a broken file.
+    wrong = [key for key, kind in _FIELD_TYPES.items()
+             if key in metadata and not isinstance(metadata[key], kind)]
+    if wrong:
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} has fields of the wrong "
+                                      f"type: {', '.join(wrong)}")
     return metadata
 
 

@@ -114,6 +114,8 @@ MALFORMED = {  # hand-edited metadata.json files, each refused with a reason, ne
                              "does not describe a model"),
     "version_of_another_directory": (lambda m: m.update(version="7"), "copied by hand"),
     "name_of_another_model": (lambda m: m.update(name="other"), "copied by hand"),
+    "metrics_null": (lambda m: m.update(metrics=None), "wrong type: metrics"),
+    "dataset_a_number": (lambda m: m.update(dataset=5), "wrong type: dataset"),
 }
 
 
