@@ -134,6 +134,11 @@ class RetrainRun:
             baseline = score.test_accuracy if (comparable and score) else None
             promote, reason = decide(candidate_accuracy, baseline, margin=s.promotion_margin,
                                      floor=s.min_accuracy)
+        now = registry.read_production(self.registry, self.name)
+        if promote and now != current:  # an operator promoted or rolled back meanwhile
+            promote = False
+            reason = (f"production changed from v{current} to v{now} while the candidate was "
+                      "compared; kept (the next run compares with it)")
         if promote:
             self._critical(True)  # a signal now is deferred until the pointer is written
             try:

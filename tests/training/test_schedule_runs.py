@@ -142,3 +142,25 @@ def test_tampered_production_is_replaced_by_a_good_candidate(job_env):
     assert last["candidate"]["warm_start_from"] is None
     assert last["production"]["source"] == "unavailable"
     assert "no comparable production model" in last["reason"]
+
+
+def test_an_operators_promotion_during_the_comparison_is_not_overwritten(job_env, monkeypatch):
+    import training.schedule_run
+
+    job_env(**BAD)
+    assert run_schedule(once=True) == EXIT_OK  # v1 in production
+    job_env(**GOOD, SCHEDULE_PROMOTION_MARGIN="1")
+    assert run_schedule(once=True) == EXIT_OK  # v2 published, kept
+    job_env(SCHEDULE_PROMOTION_MARGIN="0")
+    real = training.schedule_run.score_production
+
+    def operator_promotes_v2_meanwhile(*args, **kwargs):
+        score = real(*args, **kwargs)
+        registry.promote(job_env.registry, NAME, "2")
+        return score
+
+    monkeypatch.setattr(training.schedule_run, "score_production", operator_promotes_v2_meanwhile)
+    assert run_schedule(once=True) == EXIT_OK
+    assert production(job_env.registry) == "2"  # the operator's choice stands
+    last = reports(job_env.registry)[-1]
+    assert last["status"] == "kept" and "changed from v1 to v2" in last["reason"]
