@@ -11,10 +11,13 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.errors import ImageProblem, InvalidImageError
+from service.inputs import RawImage
 from training.preprocess import InputSpec, image_to_pixels, pixels_to_uint8
 
 # Formats a client can reasonably send; everything else is refused before a parser runs.
@@ -40,6 +43,50 @@ def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tens
     """Decode one image file into uint8 ``(C, H, W)`` as ``spec`` describes (see
     :func:`decode_pixels`)."""
     return pixels_to_uint8([decode_pixels(data, spec=spec, max_pixels=max_pixels)], spec=spec)[0]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A request's images after :func:`~service.imaging.open_image`: per file, the image with
+    its header read, or the problem that refuses it (reported with the others once decoded)."""
+
+    images: list[Image.Image | ImageProblem]
+    filenames: list[str | None]
+
+    @property
+    def pixels(self) -> int:
+        return sum(image.width * image.height for image in self.images
+                   if not isinstance(image, ImageProblem))
+
+
+def open_images(files: list[RawImage], *, max_pixels: int) -> Opened:
+    """Read every file's header (:func:`open_image`): cheap, and it tells how much decoding a
+    request is before deciding where to decode it."""
+    images: list[Image.Image | ImageProblem] = []
+    for index, file in enumerate(files):
+        try:
+            images.append(open_image(file.data, max_pixels=max_pixels))
+        except ImageDecodeError as exc:
+            images.append(ImageProblem(index, file.filename, exc.status, exc.detail))
+    return Opened(images, [file.filename for file in files])
+
+
+def decode_opened(opened: Opened, *, spec: InputSpec) -> list[bytes]:
+    """Opened images -> pixels (:func:`image_pixels`); every bad image is reported, then all
+    refused (:class:`~service.errors.InvalidImageError`)."""
+    pixels: list[bytes] = []
+    problems: list[ImageProblem] = []
+    for index, image in enumerate(opened.images):
+        if isinstance(image, ImageProblem):
+            problems.append(image)
+            continue
+        try:
+            pixels.append(image_pixels(image, spec=spec))
+        except ImageDecodeError as exc:
+            problems.append(ImageProblem(index, opened.filenames[index], exc.status, exc.detail))
+    if problems:
+        raise InvalidImageError(problems)
+    return pixels
 
 
 def decode_pixels(data: bytes, *, spec: InputSpec, max_pixels: int) -> bytes:

@@ -20,6 +20,7 @@ it, because the batcher groups by version.
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,23 +30,21 @@ from typing import Any
 
 import msgspec
 import torch
-from PIL import Image
 
 from service import metrics
 from service.batcher import MicroBatcher
 from service.errors import (
     BadRequestError,
-    ImageProblem,
     InvalidImageError,
     InvalidModelNameError,
     ModelNotReadyError,
     UnknownModelError,
 )
-from service.imaging import ImageDecodeError, image_pixels, install_pixel_limit, open_image
+from service.imaging import Opened, decode_opened, install_pixel_limit, open_images
 from service.inputs import BodyBudget, RawImage
 from service.loader import LoadedModel, resolve_device
 from service.settings import Settings
-from training.preprocess import InputSpec, pixels_to_uint8
+from training.preprocess import pixels_to_uint8
 from training.registry import RegistryError, validate_name
 
 log = logging.getLogger(__name__)
@@ -67,20 +66,6 @@ class Job:
     @property
     def count(self) -> int:
         return len(self.files if self.files is not None else self.pixels or ())
-
-
-@dataclass(frozen=True)
-class Opened:
-    """A request's images after :func:`~service.imaging.open_image`: per file, the image with
-    its header read, or the problem that refuses it (reported with the others once decoded)."""
-
-    images: list[Image.Image | ImageProblem]
-    filenames: list[str | None]
-
-    @property
-    def pixels(self) -> int:
-        return sum(image.width * image.height for image in self.images
-                   if not isinstance(image, ImageProblem))
 
 
 class DecodeInPool(Exception):  # noqa: N818 - an answer of the inference thread, not an error
@@ -247,8 +232,10 @@ class Predictor:
             except DecodeInPool as answer:
                 opened = answer.opened  # too many pixels: the headers are read already
         started = time.perf_counter()
-        pixels = await asyncio.get_running_loop().run_in_executor(
-            self._decode_pool, self._decode_files, files, opened, loaded.spec)
+        if opened is None:
+            opened = await self._in_decode_pool(open_images, files,
+                                                max_pixels=self.settings.max_pixels)
+        pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
         slot.decode_time.observe(time.perf_counter() - started)
         # The batcher counts images: a big request goes in batch-sized chunks.
         jobs = [Job(top_k, pixels=pixels[start:start + limit])
@@ -256,38 +243,9 @@ class Predictor:
         results = await slot.batcher.submit_all(loaded, [(job, job.count) for job in jobs])
         return self.encode(loaded, results, top_k)
 
-    def open(self, files: list[RawImage]) -> Opened:
-        """Read every file's header (:func:`~service.imaging.open_image`): cheap, and it tells
-        how much decoding the request is before deciding where to decode it."""
-        images: list[Image.Image | ImageProblem] = []
-        for index, file in enumerate(files):
-            try:
-                images.append(open_image(file.data, max_pixels=self.settings.max_pixels))
-            except ImageDecodeError as exc:
-                images.append(ImageProblem(index, file.filename, exc.status, exc.detail))
-        return Opened(images, [file.filename for file in files])
-
-    def _decode_files(self, files: list[RawImage], opened: Opened | None,
-                      spec: InputSpec) -> list[bytes]:
-        return self.decode(opened if opened is not None else self.open(files), spec)
-
-    def decode(self, opened: Opened, spec: InputSpec) -> list[bytes]:
-        """Opened images -> pixels (``image_pixels``); every bad image is reported, then all
-        refused. No torch here: tensors are built per batch by :meth:`_run_batch`."""
-        pixels: list[bytes] = []
-        problems: list[ImageProblem] = []
-        for index, image in enumerate(opened.images):
-            if isinstance(image, ImageProblem):
-                problems.append(image)
-                continue
-            try:
-                pixels.append(image_pixels(image, spec=spec))
-            except ImageDecodeError as exc:
-                problems.append(
-                    ImageProblem(index, opened.filenames[index], exc.status, exc.detail))
-        if problems:
-            raise InvalidImageError(problems)
-        return pixels
+    async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, functools.partial(fn, *args, **kwargs))
 
     def _run_batch(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
         """On the inference thread: decode what is still encoded, then one forward for all
@@ -300,12 +258,12 @@ class Predictor:
                 pixels.append(job.pixels)
                 continue
             started = time.perf_counter()
-            opened = self.open(job.files)
+            opened = open_images(job.files, max_pixels=self.settings.max_pixels)
             if opened.pixels > self.settings.decode_inline_pixels:
                 pixels.append(DecodeInPool(opened))
                 continue
             try:
-                pixels.append(self.decode(opened, loaded.spec))
+                pixels.append(decode_opened(opened, spec=loaded.spec))
             except InvalidImageError as exc:
                 pixels.append(exc)
             self.slots[loaded.name].decode_time.observe(time.perf_counter() - started)

@@ -257,16 +257,16 @@ def test_images_with_many_pixels_are_decoded_off_the_inference_thread(registry_c
 
     from PIL import Image as PILImage
 
-    import service.predictor as predictor_module
+    import service.imaging as imaging
 
     decoded_on: dict[tuple[int, int], str] = {}
-    original = predictor_module.image_pixels
+    original = imaging.image_pixels
 
     def recording(image, *, spec):
         decoded_on[image.size] = threading.current_thread().name
         return original(image, spec=spec)
 
-    monkeypatch.setattr(predictor_module, "image_pixels", recording)
+    monkeypatch.setattr(imaging, "image_pixels", recording)
     blank = encode(PILImage.new("L", (2048, 2048)))
     assert len(blank) < 64 * 1024
     with TestClient(create_app(inprocess_settings(registry_copy))) as client:

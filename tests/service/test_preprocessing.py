@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageOps
 from service_support import MODEL, band_images, encode, reference_probabilities
 
-from service.imaging import ImageDecodeError, decode_image
+from service.imaging import ImageDecodeError, decode_image, decode_opened, open_images
 from service.inputs import RawImage
 from service.predictor import Job, Predictor
 from service.settings import Settings
@@ -95,7 +95,7 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
     files = [RawImage(p.name, p.read_bytes()) for p in paths]
-    pixels = predictor.decode(predictor.open(files), loaded.spec)
+    pixels = decode_opened(open_images(files, max_pixels=1 << 24), spec=loaded.spec)
     [(scores, indices)] = predictor._run_batch(loaded, [Job(1, pixels=pixels)])
     local = list(predict_files(trained_registry, MODEL, None, paths))
     assert [row[0] for row in indices] == [loaded.labels.index(label) for _, label, _ in local]
