@@ -143,14 +143,17 @@ class MicroBatcher(Generic[K]):
         :meth:`refusal` refuses them."""
         return (await self.submit_all(key, [(payload, count)]))[0]
 
-    async def submit_all(self, key: K, parts: list[tuple[Any, int]]) -> list[Any]:
+    async def submit_all(self, key: K, parts: list[tuple[Any, int]], *,
+                         admitted: bool = False) -> list[Any]:
         """Queue the ``(payload, count)`` parts of one request and wait for all their results.
 
         Admission is all or none (a request larger than ``max_batch`` comes in batch-sized
         parts): admitting some parts would compute images whose request is refused anyway,
-        and an idle worker must take any request whole, however large.
+        and an idle worker must take any request whole, however large. ``admitted``: the
+        request was queued once already (and handed back), so it is not refused now.
         """
-        self.check_capacity(sum(count for _, count in parts))
+        if not admitted:
+            self.check_capacity(sum(count for _, count in parts))
         loop = asyncio.get_running_loop()
         futures = []
         for payload, count in parts:

@@ -231,6 +231,7 @@ class Predictor:
                 return self.encode(loaded, results, top_k)
             except DecodeInPool as answer:
                 opened = answer.opened  # too many pixels: the headers are read already
+        handed_back = opened is not None  # admitted and queued once already
         started = time.perf_counter()
         if opened is None:
             opened = await self._in_decode_pool(open_images, files,
@@ -240,7 +241,8 @@ class Predictor:
         # The batcher counts images: a big request goes in batch-sized chunks.
         jobs = [Job(top_k, pixels=pixels[start:start + limit])
                 for start in range(0, len(pixels), limit)]
-        results = await slot.batcher.submit_all(loaded, [(job, job.count) for job in jobs])
+        results = await slot.batcher.submit_all(
+            loaded, [(job, job.count) for job in jobs], admitted=handed_back)
         return self.encode(loaded, results, top_k)
 
     async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -86,6 +86,8 @@ def read_production(registry: Path, name: str) -> str | None:
         text = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise RegistryError(f"the production pointer of {name} is not text") from None
     return validate_version(text)
 
 
@@ -125,7 +127,9 @@ def promote(registry: Path, name: str, version: str, *, rollback: bool = False) 
 def production_history(registry: Path, name: str) -> list[str]:
     """The versions production went through, the latest last, as the promotions log tells
     it: a promotion pushes its version, a rollback pops the version it stepped back from.
-    So rolling back twice goes two steps back, not back and forth."""
+    So rolling back twice goes two steps back, not back and forth. Each line also names the
+    version it replaced, which fills in steps the log lacks (a pointer written by hand, a
+    line that could not be appended)."""
     try:
         lines = (model_dir(registry, name) / PROMOTIONS_LOG).read_text("utf-8").splitlines()
     except FileNotFoundError:
@@ -135,17 +139,23 @@ def production_history(registry: Path, name: str) -> list[str]:
         try:
             entry = json.loads(line)
             version = validate_version(str(entry["version"]))
+            previous = entry.get("previous")
+            previous = None if previous is None else validate_version(str(previous))
         except (json.JSONDecodeError, TypeError, KeyError, RegistryError):
             continue  # a torn or hand-edited line
-        if entry.get("rollback") and history:
-            history.pop()
+        if entry.get("rollback"):
+            if history and history[-1] == previous:
+                history.pop()
+        elif previous is not None and (not history or history[-1] != previous):
+            history.append(previous)
         if not history or history[-1] != version:
             history.append(version)
     return history
 
 
 def previous_production(registry: Path, name: str) -> str | None:
-    """The rollback target: the version that was production before the current one."""
+    """The rollback target: the latest version before the current one in the production
+    history that is still published (pruning may have removed older ones)."""
     try:
         current = read_production(registry, name)
     except RegistryError:
@@ -153,7 +163,11 @@ def previous_production(registry: Path, name: str) -> str | None:
     history = production_history(registry, name)
     while history and history[-1] == current:
         history.pop()
-    return history[-1] if history else None
+    directory = model_dir(registry, name)
+    for version in reversed(history):
+        if version != current and (directory / version / METADATA_FILE).is_file():
+            return version
+    return None
 
 
 def rollback(registry: Path, name: str) -> str:

@@ -276,3 +276,45 @@ def test_images_with_many_pixels_are_decoded_off_the_inference_thread(registry_c
         assert _post(client).status_code == 200
     assert decoded_on[(2048, 2048)].startswith("decode")
     assert decoded_on[(28, 28)].startswith("inference")
+
+
+def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_again(
+        registry_copy):
+    import asyncio
+
+    from PIL import Image as PILImage
+
+    from service.inputs import RawImage
+    from service.loader import load_model
+
+    big = encode(PILImage.new("L", (4000, 4000)))  # 16 Mpx, ~60 ms to decode in the pool
+    settings = inprocess_settings(registry_copy, max_queue=4, max_batch_size=4,
+                                  max_batch_wait_ms=0)
+
+    async def main():
+        predictor = Predictor(settings)
+        await predictor.start()
+        loaded = load_model(registry_copy, MODEL, None, device=torch.device("cpu"),
+                            warmup_batch=4)
+        forward = loaded.model.forward
+        loaded.model.forward = lambda x: (time.sleep(0.3), forward(x))[1]  # a busy worker
+        predictor.install(predictor.slot(None), loaded)
+
+        async def request(*data):
+            async def files():
+                return [RawImage(f"{i}.png", d) for i, d in enumerate(data)]
+            await predictor.predict(files, model=None, top_k=1)
+            return 200
+
+        try:
+            first = asyncio.create_task(request(big))  # admitted to an empty queue
+            others = []
+            for _ in range(2):  # while it is decoded in the pool: one batch runs, one queues
+                await asyncio.sleep(0.015)
+                others.append(asyncio.create_task(request(PNG, PNG, PNG, PNG)))
+            return await first, await asyncio.gather(*others, return_exceptions=True)
+        finally:
+            await predictor.stop()
+
+    status, _ = asyncio.run(main())
+    assert status == 200  # not a 503 after its decode was done: it was admitted once

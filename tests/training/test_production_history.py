@@ -1,6 +1,7 @@
 """The production pointer and its promotion history: promote, rollback, repair."""
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,26 @@ def test_a_promotions_log_that_cannot_be_appended_keeps_the_promotion(reg, caplo
         _promote(reg, "2")
     assert registry.read_production(reg, NAME) == "2"
     assert "rollback will not know this step" in caplog.text
+
+
+def test_steps_missing_from_the_log_are_filled_in_from_what_each_line_replaced(reg):
+    (reg / NAME / registry.POINTER_FILE).write_text("1\n")  # production before any log
+    _promote(reg, "2")
+    assert registry.previous_production(reg, NAME) == "1"
+
+
+def test_rollback_skips_versions_that_were_pruned(reg):
+    _promote(reg, "1", "2", "3")
+    shutil.rmtree(reg / NAME / "2")  # as prune_versions removes it
+    assert registry.rollback(reg, NAME) == "1"
+    with pytest.raises(RegistryError, match="no previous production"):
+        registry.rollback(reg, NAME)
+
+
+def test_a_pointer_that_is_not_text_is_an_invalid_pointer(reg):
+    _promote(reg, "1")
+    (reg / NAME / registry.POINTER_FILE).write_bytes(b"\xff\xfe\n")
+    with pytest.raises(RegistryError, match="not text"):
+        registry.read_production(reg, NAME)
+    _promote(reg, "2")  # repairs it
+    assert registry.read_production(reg, NAME) == "2"
