@@ -29,7 +29,7 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     """Decode the dataset once and split it reproducibly (``cfg.seed``).
 
     The test split is the source's own test set (or, for an ImageFolder without ``test/``, a
-    held-out share of ``train/`` chosen by each file's path, so it stays fixed as the folder
+    held-out share of ``train/`` chosen by each file's content, so it stays fixed as the folder
     grows) and is used only for the final report, never to choose anything; validation is
     carved from the training pool (the same way) unless the source has one.
     """

@@ -5,6 +5,7 @@ instead of a PIL image per sample per epoch, which is what makes training fast o
 """
 
 import gzip
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class DatasetNotFoundError(FileNotFoundError):
 class ImageTensors:
     """A labelled image set held in memory as uint8.
 
-    ``keys`` name each sample stably (an ImageFolder file's path inside its split folder) where
+    ``keys`` name each sample stably (the sha256 of an ImageFolder file's content) where
     the source can grow, so that splits can follow files instead of positions; fixed sources
     (the MNIST family, CIFAR-10) have none."""
 
@@ -142,7 +143,8 @@ def load_mnist_family(name: str, data_dir: Path | None, *, download: bool) -> Ra
         "Offline, install the real data with `sudo apt-get install dataset-fashion-mnist` "
         f"(files in {DEBIAN_FASHION_MNIST}) or pass --data-dir to a directory with the four idx files."
         if fashion
-        else "Offline, pass --data-dir to a directory with the four MNIST idx files."
+        else "Online, add --download (torchvision fetches it); offline, pass --data-dir to a "
+        "directory with the four MNIST idx files."
     )
     directory = next((d for d in map(lambda c: find_idx_dir(c, folder), candidates) if d), None)
     if directory is None:
@@ -190,7 +192,8 @@ def _decode_folder(folder: Path, spec: InputSpec, classes: list[str] | None) -> 
     for i in range(len(dataset)):
         images[i], _ = dataset[i]
     labels = torch.tensor(dataset.targets, dtype=torch.int64)
-    keys = [Path(path).relative_to(folder).as_posix() for path, _ in dataset.samples]
+    # A file's identity is its content: renamed or moved to another class, it keeps its split.
+    keys = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path, _ in dataset.samples]
     return ImageTensors(images, labels, keys), dataset.classes
 
 
@@ -205,7 +208,7 @@ def load_imagefolder(
     """A user's ``train/<class>/*.jpg`` with optional ``val/`` and ``test/`` next to it.
 
     Without ``test/`` a held-out test split is carved out of ``train/`` by the caller, by each
-    file's path (the samples' ``keys``), so it stays put as the folder grows.
+    file's content (the samples' ``keys``), so it stays put as the folder grows.
     Images are resized to ``image_size`` and converted to ``channels`` once, here.
     """
     if data_dir is None or not (Path(data_dir) / "train").is_dir():

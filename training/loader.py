@@ -20,7 +20,7 @@ def split_holdout(data: ImageTensors, fraction: float, *, seed: int) -> tuple[Im
     """A seeded, reproducible split of ``data`` into (kept, held out), ``fraction`` held out.
 
     Samples with ``keys`` (ImageFolder files, a set that grows) are held out by a hash of
-    ``(seed, key)``: each file's side depends on its own path alone, so adding or removing
+    ``(seed, key)``: each file's side depends on its own content alone, so adding or removing
     files never moves the others, and a test split stays unseen by the models trained before
     the data grew. Its size is then about ``fraction``. Fixed sources use a seeded permutation.
     """

@@ -81,6 +81,16 @@ def test_imagefolder_test_split_stays_fixed_when_an_image_is_added(tmp_path):
     assert len(after.train) + len(after.val) + len(after.test) == 121
 
 
+def test_imagefolder_files_keep_their_split_when_renamed_or_moved_to_another_class(tmp_path):
+    root = make_imagefolder(tmp_path / "ds", per_class=40)
+    cfg = _imagefolder_config(root)
+    before = load_data(cfg)
+    for index, path in enumerate(sorted((root / "train" / "circle").iterdir())[:10]):
+        path.rename(root / "train" / "square" / f"relabelled-{index}.png")  # a label fix
+    after = load_data(cfg)
+    assert _pixels(after.test) == _pixels(before.test)
+
+
 def test_imagefolder_uses_given_val_and_test_folders(tmp_path):
     root = make_imagefolder(tmp_path / "ds", splits=("train", "val", "test"))
     data = load_data(_imagefolder_config(root, channels=1))
