@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     decode_inline_pixels: int = Field(
         256 * 1024, ge=0,
         description="requests of up to this many pixels in all (read from the image headers) are "
-                    "decoded on the inference thread with their batch, larger ones in a thread "
-                    "pool before they queue",
+                    "decoded on the inference thread with their batch; larger ones are handed "
+                    "back, decoded in a thread pool and queued again as pixels",
     )
     log_level: str = Field("info", description="log level of the service loggers")
 
