@@ -12,6 +12,7 @@ until a model is loaded.
 
 import gc
 import logging
+import os
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; ``settings`` defaults to the environment (read once, here)."""
     settings = settings or Settings()
+    if "DECODE_INLINE_BYTES" in os.environ:
+        log.warning("DECODE_INLINE_BYTES is ignored: requests are split by pixels now, "
+                    "set DECODE_INLINE_PIXELS instead (default %d)", settings.decode_inline_pixels)
     predictor = Predictor(settings)
     reloader = Reloader(predictor)
 

@@ -318,3 +318,13 @@ def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_
 
     status, _ = asyncio.run(main())
     assert status == 200  # not a 503 after its decode was done: it was admitted once
+
+
+def test_the_replaced_decode_inline_bytes_setting_is_reported_not_silently_ignored(
+        registry_copy, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("DECODE_INLINE_BYTES", "1000000")
+    with caplog.at_level(logging.WARNING, logger="service.app"):
+        create_app(inprocess_settings(registry_copy))
+    assert "DECODE_INLINE_PIXELS" in caplog.text
