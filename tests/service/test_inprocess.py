@@ -1,7 +1,7 @@
-"""App behaviour that needs to reach inside the process (slow or failing forwards, a
-read-only registry) or no server at all (settings), through Litestar's test clients."""
+"""App behaviour that needs to reach inside the process (slow or failing forwards, where a
+request is decoded) or no server at all (settings), through Litestar's test clients. The
+admin endpoints' in-process tests are in ``test_admin_inprocess.py``."""
 
-import errno
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,12 +12,10 @@ from litestar.testing import TestClient
 from pydantic import ValidationError
 from service_support import (
     MODEL,
-    TOKEN,
     band_images,
     encode,
     inprocess_settings,
     reference_probabilities,
-    republish,
     wait_ready,
 )
 
@@ -25,38 +23,12 @@ from service.app import create_app
 from service.loader import warmup_sizes
 from service.predictor import Predictor
 from service.settings import Settings
-from training import registry
 
 PNG = encode(band_images(1, seed=2)[0][0])
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _post(client):
     return client.post("/predict", content=PNG, headers={"Content-Type": "image/png"})
-
-
-def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
-    with TestClient(create_app(inprocess_settings(registry_copy))) as client:
-        response = client.post("/admin/reload", headers=AUTH)
-        assert response.status_code == 403 and response.json()["error"] == "admin_disabled"
-        assert "ADMIN_TOKEN" in response.json()["detail"]
-
-
-def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
-    registry.promote(registry_copy, MODEL, republish(registry_copy))
-
-    def read_only(path, data):
-        raise OSError(errno.EROFS, "Read-only file system", str(path))
-
-    monkeypatch.setattr(registry, "atomic_write_bytes", read_only)
-    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
-        wait_ready(client)
-        for path, body in (("/admin/rollback", None), ("/admin/promote", {"version": "1"})):
-            response = client.post(path, headers=AUTH, json=body)
-            assert response.status_code == 409, response.text
-            assert response.json()["error"] == "registry_read_only"
-            assert "read-only" in response.json()["detail"]
-        assert _post(client).json()["version"] == "2"  # still serving
 
 
 def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
@@ -193,50 +165,6 @@ def test_cuda_warms_every_batch_size_the_batcher_can_form():
     assert big == [*range(1, 257), 512, 1000]
     assert warmup_sizes(torch.device("cpu"), 64) == [1, 64]
     assert warmup_sizes(torch.device("cpu"), 1) == [1]
-
-
-def _admin(client, path, body=None):
-    return client.post(path, headers=AUTH, json=body)
-
-
-def test_admin_rollback_walks_back_through_the_history(registry_copy):
-    for _ in range(2):
-        registry.promote(registry_copy, MODEL, republish(registry_copy))  # production 3
-    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
-        wait_ready(client)
-        assert [_admin(client, "/admin/rollback").json()["production"] for _ in range(2)] == [
-            "2", "1"]
-        response = _admin(client, "/admin/rollback")
-        assert response.status_code == 409 and "no previous production" in response.text
-        for version in ("2", "3"):
-            assert _admin(client, "/admin/promote", {"version": version}).status_code == 200
-        with ThreadPoolExecutor(2) as pool:  # two operators at once: two steps back, not one
-            answers = list(pool.map(lambda _: _admin(client, "/admin/rollback"), range(2)))
-        assert sorted(a.json()["production"] for a in answers) == ["1", "2"]
-        assert registry.read_production(registry_copy, MODEL) == "1"
-        assert _post(client).json()["version"] == "1"
-
-
-def test_promote_refuses_malformed_metadata_with_422_and_keeps_serving(registry_copy):
-    bad = republish(registry_copy, architecture_kwargs={"bogus": 1})
-    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
-        wait_ready(client)
-        response = _admin(client, "/admin/promote", {"version": bad})
-        assert response.status_code == 422, response.text
-        assert "does not describe a model" in response.json()["detail"]
-        assert registry.read_production(registry_copy, MODEL) == "1"
-        assert _post(client).json()["version"] == "1"
-
-
-def test_an_invalid_pointer_answers_409_to_reload_and_promote_repairs_it(registry_copy):
-    republish(registry_copy)
-    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
-        wait_ready(client)
-        (registry_copy / MODEL / registry.POINTER_FILE).write_text("v2\n")
-        assert _admin(client, "/admin/reload").status_code == 409
-        assert _admin(client, "/admin/promote", {"version": "2"}).status_code == 200
-        assert registry.read_production(registry_copy, MODEL) == "2"
-        assert _admin(client, "/admin/rollback").json()["production"] == "1"
 
 
 def test_an_idle_worker_serves_a_request_larger_than_its_queue_whole(registry_copy):
