@@ -214,10 +214,16 @@ class Reloader:
         twice, not to the same version), validate it, then rewrite the pointer, then serve it
         here."""
         async with slot.lock:
-            version = await self.predictor.in_loader_thread(choose)
-            before = slot.current.version if slot.current else None
-            loaded = await self._load(slot, version)  # a bad version never becomes production
+            # ...and under the registry's lock, so that the other workers wait too.
+            pointer_lock = registry.ProductionLock(self.settings.model_registry, slot.name)
             try:
+                await self.predictor.in_loader_thread(pointer_lock.acquire)
+            except RegistryError as exc:
+                raise ConflictError(str(exc)) from None
+            try:
+                version = await self.predictor.in_loader_thread(choose)
+                before = slot.current.version if slot.current else None
+                loaded = await self._load(slot, version)  # a bad version never becomes production
                 await self.predictor.in_loader_thread(write_pointer, version)
             except OSError as exc:
                 if exc.errno in _READ_ONLY_ERRNOS:
@@ -228,6 +234,8 @@ class Reloader:
                 raise ConflictError(f"could not rewrite the production pointer: {exc}") from None
             except RegistryError as exc:
                 raise ConflictError(str(exc)) from None
+            finally:
+                pointer_lock.release()
             self.predictor.install(slot, loaded)
             slot.refused.pop(version, None)
             slot.problem = None

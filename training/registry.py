@@ -8,6 +8,7 @@ Training publishes through :func:`publish`; the service reads through :func:`loa
 so both agree on the format by construction.
 """
 
+import fcntl
 import json
 import logging
 import os
@@ -170,12 +171,49 @@ def previous_production(registry: Path, name: str) -> str | None:
     return None
 
 
+class ProductionLock:
+    """Serialises read-decide-write changes of a model's production pointer across processes
+    (gunicorn workers answering admin calls, the scheduled job): an exclusive ``flock`` on the
+    model's directory. Locking needs no write access, so a read-only registry locks too (its
+    writes then fail on their own). Plain :func:`promote` does not lock; callers that read
+    the pointer or history before writing it hold this around both."""
+
+    def __init__(self, registry: Path, name: str) -> None:
+        self._directory = model_dir(registry, name)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise RegistryError(f"{self._directory.name} is not in the registry") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other process, if any
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "ProductionLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def rollback(registry: Path, name: str) -> str:
     """Promote the previous production version again; returns it."""
-    target = previous_production(registry, name)
-    if target is None:
-        raise RegistryError(f"{name} has no previous production version to roll back to")
-    promote(registry, name, target, rollback=True)
+    with ProductionLock(registry, name):  # two rollbacks at once step back twice
+        target = previous_production(registry, name)
+        if target is None:
+            raise RegistryError(f"{name} has no previous production version to roll back to")
+        promote(registry, name, target, rollback=True)
     return target
 
 

@@ -134,18 +134,10 @@ class RetrainRun:
             baseline = score.test_accuracy if (comparable and score) else None
             promote, reason = decide(candidate_accuracy, baseline, margin=s.promotion_margin,
                                      floor=s.min_accuracy)
-        now = registry.read_production(self.registry, self.name)
-        if promote and now != current:  # an operator promoted or rolled back meanwhile
-            promote = False
-            reason = (f"production changed from v{current} to v{now} while the candidate was "
-                      "compared; kept (the next run compares with it)")
         if promote:
-            self._critical(True)  # a signal now is deferred until the pointer is written
-            try:
-                registry.promote(self.registry, self.name, result.version)
-                report.update(status="promoted", decision="promote", reason=reason)
-            finally:
-                self._critical(False)
+            promote, reason = self._promote_unless_changed(current, result.version, reason)
+        if promote:
+            report.update(status="promoted", decision="promote", reason=reason)
         else:
             status = "kept" if current is not None else "rejected"
             report.update(status=status, decision="keep", reason=reason)
@@ -153,6 +145,23 @@ class RetrainRun:
         self._prune()
 
     # ------------------------------------------------------------------ steps
+    def _promote_unless_changed(self, compared: str | None, version: str,
+                                reason: str) -> tuple[bool, str]:
+        """Promote ``version`` unless production is no longer ``compared``, the version the
+        candidate was compared with (an operator promoted or rolled back meanwhile): read and
+        written under the registry's lock, which admin calls hold too."""
+        with registry.ProductionLock(self.registry, self.name):
+            now = registry.read_production(self.registry, self.name)
+            if now != compared:
+                return False, (f"production changed from v{compared} to v{now} while the "
+                               "candidate was compared; kept (the next run compares with it)")
+            self._critical(True)  # a signal now is deferred until the pointer is written
+            try:
+                registry.promote(self.registry, self.name, version)
+            finally:
+                self._critical(False)
+        return True, reason
+
     def _warm_start_source(self, production: str | None) -> str | None:
         """Production's verified weights file, when warm start is on and the architecture fits."""
         if not self.settings.warm_start or production is None:

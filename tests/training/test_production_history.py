@@ -91,3 +91,27 @@ def test_a_pointer_that_is_not_text_is_an_invalid_pointer(reg):
         registry.read_production(reg, NAME)
     _promote(reg, "2")  # repairs it
     assert registry.read_production(reg, NAME) == "2"
+
+
+def test_a_rollback_waits_for_whoever_holds_the_production_lock(reg):
+    """Another process (a gunicorn worker, the scheduled job) deciding a change holds the lock:
+    a rollback must not read the history until it has written its pointer."""
+    import threading
+    import time
+
+    _promote(reg, "1", "2")
+    done = threading.Event()
+    with registry.ProductionLock(reg, NAME):
+        worker = threading.Thread(target=lambda: (registry.rollback(reg, NAME), done.set()))
+        worker.start()
+        time.sleep(0.2)
+        assert not done.is_set()  # waiting for the lock
+        registry.promote(reg, NAME, "3")  # the holder's change lands first
+    worker.join(timeout=10)
+    assert done.is_set() and registry.read_production(reg, NAME) == "2"  # stepped back from 3
+
+
+def test_the_production_lock_of_an_unknown_model_is_a_registry_error(tmp_path):
+    with pytest.raises(RegistryError, match="not in the registry"), \
+            registry.ProductionLock(tmp_path, "nothing"):
+        pass
