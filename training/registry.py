@@ -189,6 +189,11 @@ class ProductionLock:
             raise RegistryError(f"{self._directory.name} is not in the registry") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other process, if any
+        except OSError as exc:  # a filesystem without locks (some network mounts)
+            os.close(fd)
+            log.warning("%s: cannot lock the registry (%s); changing production unlocked",
+                        self._directory.name, exc)
+            return
         except BaseException:
             os.close(fd)
             raise

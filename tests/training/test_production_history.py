@@ -115,3 +115,16 @@ def test_the_production_lock_of_an_unknown_model_is_a_registry_error(tmp_path):
     with pytest.raises(RegistryError, match="not in the registry"), \
             registry.ProductionLock(tmp_path, "nothing"):
         pass
+
+
+def test_a_filesystem_without_locks_still_allows_rollback(reg, monkeypatch, caplog):
+    import errno
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    _promote(reg, "1", "2")
+    monkeypatch.setattr(registry.fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="training.registry"):
+        assert registry.rollback(reg, NAME) == "1"
+    assert "cannot lock the registry" in caplog.text
