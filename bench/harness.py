@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
-from training import registry  # noqa: E402
+from training import production, registry  # noqa: E402
 from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
 from training.preprocess import InputSpec  # noqa: E402
 
@@ -78,7 +78,7 @@ def publish(reg: Path, name: str, arch: str, spec: InputSpec) -> None:
     metadata = registry.build_metadata(
         name=name, architecture=arch, architecture_kwargs={}, class_labels=FASHION_MNIST_LABELS,
         input_spec=spec, metrics={}, dataset="untrained (benchmark)", config={})
-    registry.promote(reg, name, registry.publish(reg, metadata, model.state_dict()))
+    production.promote(reg, name, registry.publish(reg, metadata, model.state_dict()))
 
 
 def write_bodies(directory: Path, bodies: list[bytes]) -> None:

@@ -27,6 +27,7 @@ from service.loader import LoadedModel, load_model
 from service.predictor import ModelSlot, Predictor
 from service.schemas import AdminResponse
 from training import registry
+from training.production import ProductionLock, previous_production, promote
 from training.registry import ArtifactValidationError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class Reloader:
                 f"{slot.name} version {version} is not published; published versions: "
                 f"{', '.join(published) or 'none'}"
             )
-        return await self._switch(slot, lambda: version, lambda chosen: registry.promote(
+        return await self._switch(slot, lambda: version, lambda chosen: promote(
             self.settings.model_registry, slot.name, chosen))
 
     async def rollback(self, name: str | None) -> AdminResponse:
@@ -196,7 +197,7 @@ class Reloader:
 
         def previous() -> str:
             try:
-                target = registry.previous_production(self.settings.model_registry, slot.name)
+                target = previous_production(self.settings.model_registry, slot.name)
             except (RegistryError, OSError) as exc:
                 raise ConflictError(f"cannot read the promotion history of {slot.name}: "
                                     f"{self._public(exc)}") from None
@@ -205,7 +206,7 @@ class Reloader:
                     f"{slot.name} has no previous production version to roll back to")
             return target
 
-        return await self._switch(slot, previous, lambda chosen: registry.promote(
+        return await self._switch(slot, previous, lambda chosen: promote(
             self.settings.model_registry, slot.name, chosen, rollback=True))
 
     async def _switch(self, slot: ModelSlot, choose: Callable[[], str],
@@ -215,7 +216,7 @@ class Reloader:
         here."""
         async with slot.lock:
             # ...and under the registry's lock, so that the other workers wait too.
-            pointer_lock = registry.ProductionLock(self.settings.model_registry, slot.name)
+            pointer_lock = ProductionLock(self.settings.model_registry, slot.name)
             try:
                 await self.predictor.in_loader_thread(pointer_lock.acquire)
             except RegistryError as exc:

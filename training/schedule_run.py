@@ -1,6 +1,6 @@
 """One retraining run: train a candidate, compare, promote or keep, prune, report.
 
-Production changes only through the single atomic ``registry.promote`` near the end; every
+Production changes only through the single atomic ``production.promote`` near the end; every
 step before it can fail (or be killed) without touching what the service serves.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from training import registry
+from training import production, registry
 from training import train as train_module
 from training.config import TrainConfig
 from training.data import DataSplits
@@ -150,14 +150,14 @@ class RetrainRun:
         """Promote ``version`` unless production is no longer ``compared``, the version the
         candidate was compared with (an operator promoted or rolled back meanwhile): read and
         written under the registry's lock, which admin calls hold too."""
-        with registry.ProductionLock(self.registry, self.name):
+        with production.ProductionLock(self.registry, self.name):
             now = registry.read_production(self.registry, self.name)
             if now != compared:
                 return False, (f"production changed from v{compared} to v{now} while the "
                                "candidate was compared; kept (the next run compares with it)")
             self._critical(True)  # a signal now is deferred until the pointer is written
             try:
-                registry.promote(self.registry, self.name, version)
+                production.promote(self.registry, self.name, version)
             finally:
                 self._critical(False)
         return True, reason
@@ -220,7 +220,7 @@ class RetrainRun:
         keep_versions, keep_runs = self.settings.keep_versions, self.settings.keep_runs
         try:
             if keep_versions:
-                self.report["pruned_versions"] = registry.prune_versions(
+                self.report["pruned_versions"] = production.prune_versions(
                     self.registry, self.name, keep_versions)
             if keep_runs:
                 self.report["pruned_runs"] = prune_runs(

@@ -13,7 +13,7 @@ from torch import nn
 
 import models
 from models.backbones import load_pretrained
-from training import registry
+from training import production, registry
 from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from training.config import TrainConfig, check_resume_config
 from training.data import DataSplits, build_augment, load_data
@@ -184,5 +184,5 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
     )
     version = registry.publish(Path(cfg.registry), metadata, state_dict)
     if cfg.promote:
-        registry.promote(Path(cfg.registry), cfg.model_name, version)
+        production.promote(Path(cfg.registry), cfg.model_name, version)
     return version

@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 from service_support import MODEL, TOKEN, band_images, encode, inprocess_settings, republish, wait_ready
 
 from service.app import create_app
-from training import registry
+from training import production, registry
 
 PNG = encode(band_images(1, seed=2)[0][0])
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,12 +27,12 @@ def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
 
 
 def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
-    registry.promote(registry_copy, MODEL, republish(registry_copy))
+    production.promote(registry_copy, MODEL, republish(registry_copy))
 
     def read_only(path, data):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(registry, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(production, "atomic_write_bytes", read_only)
     with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
         wait_ready(client)
         for path, body in (("/admin/rollback", None), ("/admin/promote", {"version": "1"})):
@@ -49,7 +49,7 @@ def _admin(client, path, body=None):
 
 def test_admin_rollback_walks_back_through_the_history(registry_copy):
     for _ in range(2):
-        registry.promote(registry_copy, MODEL, republish(registry_copy))  # production 3
+        production.promote(registry_copy, MODEL, republish(registry_copy))  # production 3
     with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
         wait_ready(client)
         assert [_admin(client, "/admin/rollback").json()["production"] for _ in range(2)] == [

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from service_support import MODEL, TOKEN, band_images, encode, republish
 
-from training import registry
+from training import production, registry
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -90,7 +90,7 @@ def test_3_hot_reload_swaps_versions_without_failing_requests(story):
     try:
         _wait_until(lambda: "1" in answered, "requests answered by version 1")
         version = _publish_relabelled(reg, "1", "v2-")
-        registry.promote(reg, MODEL, version)
+        production.promote(reg, MODEL, version)
         server.wait_versions(2)
         # keep the load on until the swap is seen from a client (workers poll independently)
         _wait_until(lambda: "2" in answered, "requests answered by version 2")
@@ -154,7 +154,7 @@ def test_7_tampered_version_is_refused_and_the_old_one_keeps_serving(story):
     weights.write_bytes(bytes(data))
 
     refused_before = sum(server.metric(r'^imgclf_model_reloads_total\{.*outcome="refused"'))
-    registry.promote(reg, MODEL, version)  # a pointer to a bad version, bypassing the API
+    production.promote(reg, MODEL, version)  # a pointer to a bad version, bypassing the API
     server.wait_until(
         lambda: sum(server.metric(r'^imgclf_model_reloads_total\{.*outcome="refused"'))
         >= refused_before + 2, "both workers to refuse the tampered version")

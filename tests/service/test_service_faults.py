@@ -17,7 +17,7 @@ import pytest
 import torch
 from service_support import MODEL, assert_clean_error, band_images, encode, read_answer, republish
 
-from training import registry
+from training import production, registry
 from training.storage import atomic_write_bytes, sha256_file
 
 PNG = encode(band_images(1, seed=5)[0][0])
@@ -107,7 +107,7 @@ def test_broken_promoted_artifact_is_refused_and_the_old_model_keeps_serving(ser
     refused = _metric_sum(server, r'^imgclf_model_reloads_total\{.*outcome="refused"')
     start = server.log_path.stat().st_size
     version = _publish_copy(reg, mutate, change)
-    registry.promote(reg, MODEL, version)  # behind the service's back, as a bad copy would
+    production.promote(reg, MODEL, version)  # behind the service's back, as a bad copy would
     try:
         server.wait_until(
             lambda: _metric_sum(server, r'^imgclf_model_reloads_total\{.*outcome="refused"')
@@ -127,7 +127,7 @@ def test_broken_promoted_artifact_is_refused_and_the_old_model_keeps_serving(ser
         assert f"refused {MODEL} v{version}" in logs and reason in logs, logs[-3000:]
         assert not Path("/tmp/imgclf-pwned").exists()
     finally:
-        registry.promote(reg, MODEL, before)
+        production.promote(reg, MODEL, before)
         server.wait_until(lambda: "detail" in server.client.get("/health/ready").json()
                           and server.client.get("/health/ready").json()["detail"] is None,
                           "readiness to clear", timeout=30)
@@ -152,7 +152,7 @@ def test_pointer_to_a_missing_version_is_reported_and_retried(served):
         os.rename(reg / MODEL / "77.tmp", reg / MODEL / "77")
         server.wait_versions(77, timeout=30)
     finally:
-        registry.promote(reg, MODEL, before)
+        production.promote(reg, MODEL, before)
         server.wait_versions(int(before), timeout=30)
 
 

@@ -1,4 +1,5 @@
-"""The production pointer and its promotion history: promote, rollback, repair."""
+"""The production pointer and its promotion history (training.production): promote, rollback,
+repair, the lock."""
 
 import logging
 import shutil
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training import registry
+from training import production, registry
 from training.registry import RegistryError
 
 NAME = "fmnist"
@@ -23,30 +24,30 @@ def reg(tmp_path: Path) -> Path:
 
 def _promote(reg: Path, *versions: str) -> None:
     for version in versions:
-        registry.promote(reg, NAME, version)
+        production.promote(reg, NAME, version)
 
 
 def test_rolling_back_twice_steps_back_twice_then_stops(reg):
     _promote(reg, "1", "2", "3")
-    assert registry.rollback(reg, NAME) == "2"
-    assert registry.rollback(reg, NAME) == "1"  # not back to 3
+    assert production.rollback(reg, NAME) == "2"
+    assert production.rollback(reg, NAME) == "1"  # not back to 3
     assert registry.read_production(reg, NAME) == "1"
     with pytest.raises(RegistryError, match="no previous production"):
-        registry.rollback(reg, NAME)
+        production.rollback(reg, NAME)
 
 
 def test_promoting_after_a_rollback_starts_a_new_step(reg):
     _promote(reg, "1", "2", "3")
-    registry.rollback(reg, NAME)  # production 2, history 1 -> 2
+    production.rollback(reg, NAME)  # production 2, history 1 -> 2
     _promote(reg, "3")
-    assert registry.previous_production(reg, NAME) == "2"
+    assert production.previous_production(reg, NAME) == "2"
 
 
 def test_promoting_the_current_version_changes_nothing(reg):
     _promote(reg, "1", "2", "2")
-    log_lines = (reg / NAME / registry.PROMOTIONS_LOG).read_text().splitlines()
+    log_lines = (reg / NAME / production.PROMOTIONS_LOG).read_text().splitlines()
     assert len(log_lines) == 2
-    assert registry.previous_production(reg, NAME) == "1"  # not "2", which would be a no-op
+    assert production.previous_production(reg, NAME) == "1"  # not "2", which would be a no-op
 
 
 def test_an_invalid_pointer_is_repaired_by_promote_and_does_not_block_rollback(reg):
@@ -54,14 +55,14 @@ def test_an_invalid_pointer_is_repaired_by_promote_and_does_not_block_rollback(r
     (reg / NAME / registry.POINTER_FILE).write_text("v2\n")  # hand-edited
     with pytest.raises(RegistryError, match="invalid version"):
         registry.read_production(reg, NAME)
-    assert registry.previous_production(reg, NAME) == "2"  # the last logged production
+    assert production.previous_production(reg, NAME) == "2"  # the last logged production
     _promote(reg, "3")
     assert registry.read_production(reg, NAME) == "3"
 
 
 def test_a_promotions_log_that_cannot_be_appended_keeps_the_promotion(reg, caplog):
     _promote(reg, "1")
-    log_path = reg / NAME / registry.PROMOTIONS_LOG
+    log_path = reg / NAME / production.PROMOTIONS_LOG
     log_path.unlink()
     log_path.mkdir()  # appending now fails with IsADirectoryError
     with caplog.at_level(logging.ERROR, logger="training.registry"):
@@ -73,15 +74,15 @@ def test_a_promotions_log_that_cannot_be_appended_keeps_the_promotion(reg, caplo
 def test_steps_missing_from_the_log_are_filled_in_from_what_each_line_replaced(reg):
     (reg / NAME / registry.POINTER_FILE).write_text("1\n")  # production before any log
     _promote(reg, "2")
-    assert registry.previous_production(reg, NAME) == "1"
+    assert production.previous_production(reg, NAME) == "1"
 
 
 def test_rollback_skips_versions_that_were_pruned(reg):
     _promote(reg, "1", "2", "3")
     shutil.rmtree(reg / NAME / "2")  # as prune_versions removes it
-    assert registry.rollback(reg, NAME) == "1"
+    assert production.rollback(reg, NAME) == "1"
     with pytest.raises(RegistryError, match="no previous production"):
-        registry.rollback(reg, NAME)
+        production.rollback(reg, NAME)
 
 
 def test_a_pointer_that_is_not_text_is_an_invalid_pointer(reg):
@@ -101,19 +102,19 @@ def test_a_rollback_waits_for_whoever_holds_the_production_lock(reg):
 
     _promote(reg, "1", "2")
     done = threading.Event()
-    with registry.ProductionLock(reg, NAME):
-        worker = threading.Thread(target=lambda: (registry.rollback(reg, NAME), done.set()))
+    with production.ProductionLock(reg, NAME):
+        worker = threading.Thread(target=lambda: (production.rollback(reg, NAME), done.set()))
         worker.start()
         time.sleep(0.2)
         assert not done.is_set()  # waiting for the lock
-        registry.promote(reg, NAME, "3")  # the holder's change lands first
+        production.promote(reg, NAME, "3")  # the holder's change lands first
     worker.join(timeout=10)
     assert done.is_set() and registry.read_production(reg, NAME) == "2"  # stepped back from 3
 
 
 def test_the_production_lock_of_an_unknown_model_is_a_registry_error(tmp_path):
     with pytest.raises(RegistryError, match="not in the registry"), \
-            registry.ProductionLock(tmp_path, "nothing"):
+            production.ProductionLock(tmp_path, "nothing"):
         pass
 
 
@@ -124,7 +125,7 @@ def test_a_filesystem_without_locks_still_allows_rollback(reg, monkeypatch, capl
         raise OSError(errno.ENOLCK, "No locks available")
 
     _promote(reg, "1", "2")
-    monkeypatch.setattr(registry.fcntl, "flock", no_locks)
+    monkeypatch.setattr(production.fcntl, "flock", no_locks)
     with caplog.at_level(logging.WARNING, logger="training.registry"):
-        assert registry.rollback(reg, NAME) == "1"
+        assert production.rollback(reg, NAME) == "1"
     assert "cannot lock the registry" in caplog.text

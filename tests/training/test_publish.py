@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from training import registry
+from training import production, registry
 from training.registry import ArtifactValidationError, RegistryError
 from training.train import main
 
@@ -72,10 +72,10 @@ def test_promote_and_rollback_move_the_pointer(tiny_config):
     cfg = tiny_config(promote=True)
     main(cfg), main(cfg)
     assert registry.read_production(cfg.registry, "fashion-mnist") == "2"
-    assert registry.rollback(cfg.registry, "fashion-mnist") == "1"
+    assert production.rollback(cfg.registry, "fashion-mnist") == "1"
     assert registry.read_production(cfg.registry, "fashion-mnist") == "1"
     with pytest.raises(RegistryError, match="not published"):
-        registry.promote(cfg.registry, "fashion-mnist", "9")
+        production.promote(cfg.registry, "fashion-mnist", "9")
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", "..", "", "x" * 65, "name\x00"])

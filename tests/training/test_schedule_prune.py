@@ -6,6 +6,7 @@ import pytest
 from schedule_support import NAME, production, reports
 
 from training import registry
+from training.production import promote, prune_versions
 from training.schedule import EXIT_OK, run_schedule
 from training.schedule_run import prune_runs
 
@@ -19,9 +20,9 @@ def _fake_version(registry_dir: Path, version: str) -> None:
 def test_prune_keeps_newest_production_and_previous(tmp_path):
     for v in range(1, 9):
         _fake_version(tmp_path, str(v))
-    registry.promote(tmp_path, NAME, "2")
-    registry.promote(tmp_path, NAME, "3")  # production 3, previous 2
-    removed = registry.prune_versions(tmp_path, NAME, keep=3)
+    promote(tmp_path, NAME, "2")
+    promote(tmp_path, NAME, "3")  # production 3, previous 2
+    removed = prune_versions(tmp_path, NAME, keep=3)
     assert removed == ["1", "4", "5"]
     assert registry.list_versions(tmp_path, NAME) == ["2", "3", "6", "7", "8"]
     assert not [p for p in (tmp_path / NAME).iterdir() if p.name.startswith(".trash")]
@@ -29,7 +30,7 @@ def test_prune_keeps_newest_production_and_previous(tmp_path):
 
 def test_prune_rejects_keep_below_one(tmp_path):
     with pytest.raises(ValueError):
-        registry.prune_versions(tmp_path, NAME, keep=0)
+        prune_versions(tmp_path, NAME, keep=0)
 
 
 def test_scheduled_runs_prune_old_versions_and_runs(job_env):

@@ -7,6 +7,7 @@ from schedule_support import BAD, GOOD, NAME, production, reports
 
 from tests.conftest import make_imagefolder
 from training import registry
+from training.production import previous_production, promote
 from training.schedule import EXIT_FAILED, EXIT_NO_MODEL, EXIT_OK, run_schedule
 
 
@@ -49,7 +50,7 @@ def test_better_candidate_is_promoted(job_env):
     job_env(**GOOD)
     assert run_schedule(once=True) == EXIT_OK
     assert production(job_env.registry) == "2"
-    assert registry.previous_production(job_env.registry, NAME) == "1"
+    assert previous_production(job_env.registry, NAME) == "1"
     last = reports(job_env.registry)[-1]
     assert last["status"] == "promoted"
     assert last["candidate"]["metrics"]["test_accuracy"] > last["production"]["test_accuracy"]
@@ -156,7 +157,7 @@ def test_an_operators_promotion_during_the_comparison_is_not_overwritten(job_env
 
     def operator_promotes_v2_meanwhile(*args, **kwargs):
         score = real(*args, **kwargs)
-        registry.promote(job_env.registry, NAME, "2")
+        promote(job_env.registry, NAME, "2")
         return score
 
     monkeypatch.setattr(training.schedule_run, "score_production", operator_promotes_v2_meanwhile)
