@@ -60,9 +60,13 @@ logconfig_dict = {
 
 def on_starting(server):
     """Tell the workers the real worker count (``-w N`` on the command line wins over this
-    file), and start from an empty metrics dir: stale files of a previous run would be summed
-    in."""
+    file), create the table of requests in flight that lets a worker borrow the cores of idle
+    siblings (``service.core_share``), and start from an empty metrics dir: stale files of a
+    previous run would be summed in."""
+    from service import core_share
+
     os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)
+    core_share.create_table()
     path = Path(_multiproc_dir)
     path.mkdir(parents=True, exist_ok=True)
     for entry in path.iterdir():
@@ -70,10 +74,25 @@ def on_starting(server):
             entry.unlink(missing_ok=True)
 
 
+def pre_fork(server, worker):
+    from service import core_share
+
+    core_share.assign_slot(worker, list(server.WORKERS.values()))
+
+
+def post_fork(server, worker):  # noqa: ARG001
+    from service import core_share
+
+    core_share.join(worker)
+
+
 def child_exit(server, worker):  # noqa: ARG001
     from prometheus_client import multiprocess
 
+    from service import core_share
+
     multiprocess.mark_process_dead(worker.pid)
+    core_share.release(worker)
 
 
 def on_exit(server):  # noqa: ARG001

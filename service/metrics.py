@@ -45,6 +45,11 @@ QUEUE_WAIT = Histogram(
 INFERENCE_TIME = Histogram(
     "imgclf_inference_seconds", "forward pass time per batch", ["model"], buckets=_LATENCY_BUCKETS
 )
+FORWARDS = Counter(
+    "imgclf_forwards_total",
+    "forward passes by intra-op threads (above TORCH_THREADS: cores borrowed from idle workers)",
+    ["model", "threads"],
+)
 BATCH_SIZE = Histogram(
     "imgclf_batch_size_images", "images per forward pass", ["model"], buckets=_BATCH_BUCKETS
 )

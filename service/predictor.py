@@ -33,6 +33,7 @@ import torch
 
 from service import metrics
 from service.batcher import MicroBatcher
+from service.core_share import CoreShare
 from service.errors import (
     BadRequestError,
     InvalidImageError,
@@ -107,6 +108,8 @@ class Predictor:
         self._inference_pool: ThreadPoolExecutor | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self._loader_pool: ThreadPoolExecutor | None = None
+        self.cores = CoreShare(None, None, shared_threads=settings.resolved_torch_threads,
+                               alone_threads=settings.resolved_torch_threads)
 
     async def start(self) -> None:
         """Create the threads and batchers of this worker (models load in the background)."""
@@ -117,6 +120,9 @@ class Predictor:
         except RuntimeError:  # already set in this process (a second app in tests)
             pass
         install_pixel_limit(self.settings.max_pixels)
+        if self.device.type == "cpu":  # borrow idle workers' cores (service.core_share)
+            self.cores = CoreShare.of_this_worker(
+                shared_threads=threads, alone_threads=self.settings.torch_threads_alone)
         # One inference thread: forwards run one at a time, each using `threads` cores.
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
@@ -135,9 +141,10 @@ class Predictor:
             self.slots[name] = ModelSlot(name=name, batcher=batcher)
             metrics.MODEL_VERSION.labels(name).set(0)
         log.info(
-            "predictor started: models %s on %s, precision %s, %d torch thread(s), max batch %d, "
-            "wait %.1f ms", self.settings.model_names, self.device, self.settings.precision,
-            threads, self.settings.max_batch_size,
+            "predictor started: models %s on %s, precision %s, %d torch thread(s) (%d while the "
+            "other workers are idle), max batch %d, wait %.1f ms", self.settings.model_names,
+            self.device, self.settings.precision, threads, self.cores.alone_threads,
+            self.settings.max_batch_size,
             self.settings.max_batch_wait_ms,
         )
 
@@ -220,6 +227,11 @@ class Predictor:
                 f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
             )
         slot.batcher.check_capacity()
+        with self.cores.request():
+            return await self._predict(slot, loaded, read_images, top_k)
+
+    async def _predict(self, slot: ModelSlot, loaded: LoadedModel, read_images: ImageSource,
+                       top_k: int) -> bytes:
         limit = self.settings.max_batch_size
         with slot.batcher.incoming():
             files = await read_images()
@@ -273,6 +285,8 @@ class Predictor:
                 if not isinstance(chunk, Exception)]
         if not good:
             return pixels  # type: ignore[return-value] - all of them errors
+        threads = self.cores.set_threads_for_forward()
+        metrics.FORWARDS.labels(loaded.name, str(threads)).inc()
         with torch.inference_mode():
             batch = pixels_to_uint8([p for _, chunk in good for p in chunk], spec=loaded.spec)
             k = max(job.top_k for job, _ in good)

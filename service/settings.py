@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads per worker (default: cores // workers)"
     )
+    torch_threads_alone: int | None = Field(
+        None, ge=1,
+        description="intra-op threads of a forward while no other worker has a request in "
+                    "flight (default: all cores; set it to TORCH_THREADS to never borrow cores)",
+    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per forward pass")
     max_batch_wait_ms: float = Field(
         2.0, ge=0, le=1000,
