@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 # A worker counts as busy for this long after its last request ended: long enough to bridge the
 # gaps between the requests of clients that keep it working, so that two workers with work do
@@ -61,6 +62,27 @@ class WorkerTable:
     def others_busy(self, slot: int, now: float) -> bool:
         table = self._busy_until
         return max(table[:slot], default=0.0) > now or max(table[slot + 1:], default=0.0) > now
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may really use: its CPU affinity (cpusets, ``docker
+    --cpuset-cpus``), capped by a cgroup CPU quota (``docker --cpus``, Kubernetes CPU limits)
+    rounded up. ``os.cpu_count()`` counts the host's cores: in a 2-CPU container on a 64-core
+    host every worker would start 32 threads on 2 CPUs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for quota_file, period_file in (("cpu.max", None),  # cgroup v2: "<quota|max> <period>"
+                                    ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):  # v1
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            if period_file is not None:
+                fields.append((cgroup / period_file).read_text().strip())
+            quota, period = fields[0], fields[1]
+            if quota not in ("max", "-1"):
+                cores = min(cores or 1, math.ceil(int(quota) / int(period)))
+            break
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
+            continue
+    return max(1, cores or 1)
 
 
 # The master's table (set by ``create_table``) and, in a worker, its own slot (``join``).
@@ -116,7 +138,7 @@ class CoreShare:
         """The process's slot when gunicorn's hooks gave it one, else a share that never borrows
         (a worker run without ``service/gunicorn.conf.py`` cannot see the others)."""
         return cls(_table, _slot, shared_threads=shared_threads,
-                   alone_threads=alone_threads or os.cpu_count() or 1)
+                   alone_threads=alone_threads or usable_cores())
 
     @contextmanager
     def request(self) -> Iterator[None]:

@@ -5,13 +5,13 @@ Every field maps to an UPPER_CASE environment variable of the same name (``max_b
 (or passes a ``Settings``) before the app is built.
 """
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.core_share import usable_cores
 from training.registry import RegistryError, validate_name
 
 
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     admin_token_file: Path | None = Field(None, description="file holding the admin token")
     web_concurrency: int = Field(1, ge=1, description="gunicorn workers (sizes TORCH_THREADS)")
     torch_threads: int | None = Field(
-        None, ge=1, description="intra-op threads per worker (default: cores // workers)"
+        None, ge=1, description="intra-op threads per worker (default: usable cores // workers)"
     )
     torch_threads_alone: int | None = Field(
         None, ge=1,
@@ -116,4 +116,4 @@ class Settings(BaseSettings):
     def resolved_torch_threads(self) -> int:
         if self.torch_threads is not None:
             return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // self.web_concurrency)
+        return max(1, usable_cores() // self.web_concurrency)

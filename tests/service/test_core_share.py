@@ -12,7 +12,7 @@ import torch
 from service_support import encode
 
 from service import core_share
-from service.core_share import BUSY_HOLD_S, CoreShare, WorkerTable
+from service.core_share import BUSY_HOLD_S, CoreShare, WorkerTable, usable_cores
 
 
 def share(table: WorkerTable, slot: int) -> CoreShare:
@@ -110,3 +110,20 @@ def test_gunicorn_workers_borrow_idle_cores_only_when_allowed(start_server, trai
         assert borrowed >= len(images) - 1, (borrowed, own)
     else:
         assert borrowed == 0
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cpu.max": "50000 100000\n"}, 1),  # cgroup v2, docker --cpus=0.5: rounded up
+    ({"cpu.max": "150000 100000\n"}, 2),
+    ({"cpu.max": "max 100000\n"}, None),  # no quota: the affinity
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu.max": "garbage"}, None),
+    ({}, None),  # no cgroup files at all
+])
+def test_usable_cores_follow_the_containers_cpu_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == min(affinity, expected or affinity)

@@ -2,7 +2,6 @@
 request is decoded) or no server at all (settings), through Litestar's test clients. The
 admin endpoints' in-process tests are in ``test_admin_inprocess.py``."""
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +19,7 @@ from service_support import (
 )
 
 from service.app import create_app
+from service.core_share import usable_cores
 from service.loader import warmup_sizes
 from service.predictor import Predictor
 from service.settings import Settings
@@ -90,7 +90,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert settings.admin_token.get_secret_value() == "from-a-file"
     assert settings.model_names == ["a", "b"] and settings.default_model == "a"
     assert settings.max_batch_size == 16
-    assert settings.resolved_torch_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert settings.resolved_torch_threads == max(1, usable_cores() // 2)
     monkeypatch.setenv("ADMIN_TOKEN", "direct")
     assert Settings().admin_token.get_secret_value() == "direct"
 
