@@ -34,55 +34,83 @@ _ENTRY = "d"  # per worker slot: CLOCK_MONOTONIC time until which it is busy (in
 class WorkerTable:
     """Until when each worker is busy, in anonymous shared memory: created in the gunicorn
     master, inherited by every worker it forks. ``time.monotonic()`` is one clock for all
-    processes of the host."""
+    processes of the host. Entry 0 holds how many slots were ever handed out, so that readers
+    scan only those."""
 
     def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, slots * 8)  # MAP_SHARED: the forks see one table
-        self._busy_until = memoryview(self._memory).cast(_ENTRY)
+        self._memory = mmap.mmap(-1, (slots + 1) * 8)  # MAP_SHARED: the forks see one table
+        self._entries = memoryview(self._memory).cast(_ENTRY)
 
     @property
     def slots(self) -> int:
-        return len(self._busy_until)
+        return len(self._entries) - 1
 
     def free_slot(self, taken: set[int]) -> int | None:
         """The lowest slot no live worker holds, cleared (None when all are held)."""
         for slot in range(self.slots):
             if slot not in taken:
                 self.clear(slot)
+                self._entries[0] = max(self._entries[0], slot + 1)
                 return slot
         return None
 
     def clear(self, slot: int) -> None:
         """Idle: an exited worker, or one that has not served yet."""
-        self._busy_until[slot] = 0.0
+        self._entries[slot + 1] = 0.0
 
     def set_busy_until(self, slot: int, until: float) -> None:
-        self._busy_until[slot] = until
+        self._entries[slot + 1] = until
 
     def others_busy(self, slot: int, now: float) -> bool:
-        table = self._busy_until
-        return max(table[:slot], default=0.0) > now or max(table[slot + 1:], default=0.0) > now
+        entries = self._entries
+        used = int(entries[0])
+        return (max(entries[1:slot + 1], default=0.0) > now
+                or max(entries[slot + 2:used + 1], default=0.0) > now)
 
 
-def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                 membership: Path = Path("/proc/self/cgroup")) -> int:
     """The cores this process may really use: its CPU affinity (cpusets, ``docker
-    --cpuset-cpus``), capped by a cgroup CPU quota (``docker --cpus``, Kubernetes CPU limits)
-    rounded up. ``os.cpu_count()`` counts the host's cores: in a 2-CPU container on a 64-core
-    host every worker would start 32 threads on 2 CPUs."""
+    --cpuset-cpus``), capped by the CPU quotas of its cgroup and the cgroups above it (``docker
+    --cpus``, Kubernetes CPU limits, systemd ``CPUQuota=``), rounded up. ``os.cpu_count()``
+    counts the host's cores: in a 2-CPU container on a 64-core host every worker would start 32
+    threads on 2 CPUs."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    for quota_file, period_file in (("cpu.max", None),  # cgroup v2: "<quota|max> <period>"
-                                    ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):  # v1
-        try:
-            fields = (cgroup / quota_file).read_text().split()
-            if period_file is not None:
-                fields.append((cgroup / period_file).read_text().strip())
-            quota, period = fields[0], fields[1]
-            if quota not in ("max", "-1"):
-                cores = min(cores or 1, math.ceil(int(quota) / int(period)))
-            break
-        except (OSError, ValueError, IndexError, ZeroDivisionError):
-            continue
+    for quota in _cgroup_quotas(cgroup_root, membership):
+        cores = min(cores or 1, math.ceil(quota))
     return max(1, cores or 1)
+
+
+def _cgroup_quotas(root: Path, membership: Path) -> Iterator[float]:
+    """CPU quotas in cores: cgroup v2's ``cpu.max`` of this process's cgroup and each ancestor,
+    or cgroup v1's ``cfs_quota_us / cfs_period_us`` at the mount; nothing where unlimited."""
+    directories = [root]
+    try:  # cgroup v2: the line "0::/path" names this process's cgroup under the root
+        for line in membership.read_text().splitlines():
+            if line.startswith("0::/"):
+                path = root / line[4:].strip()
+                directories = [path, *path.parents[:len(path.relative_to(root).parts)]]
+    except (OSError, ValueError):
+        pass
+    for directory in directories:
+        fields = _read_fields(directory / "cpu.max")
+        if len(fields) >= 2 and fields[0] != "max" and _positive(fields[1]):
+            yield max(int(fields[0]), 1) / int(fields[1])
+    quota = _read_fields(root / "cpu" / "cpu.cfs_quota_us")
+    period = _read_fields(root / "cpu" / "cpu.cfs_period_us")
+    if quota and period and quota[0] != "-1" and _positive(quota[0]) and _positive(period[0]):
+        yield int(quota[0]) / int(period[0])
+
+
+def _read_fields(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _positive(text: str) -> bool:
+    return text.isdigit() and int(text) > 0
 
 
 # The master's table (set by ``create_table``) and, in a worker, its own slot (``join``).
@@ -91,7 +119,7 @@ _slot: int | None = None
 _SLOT_ATTRIBUTE = "core_share_slot"
 
 
-def create_table(slots: int = 64) -> None:
+def create_table(slots: int = 1024) -> None:
     """In the gunicorn master, before forking: the table every worker will share."""
     global _table
     _table = WorkerTable(slots)
@@ -138,7 +166,7 @@ class CoreShare:
         """The process's slot when gunicorn's hooks gave it one, else a share that never borrows
         (a worker run without ``service/gunicorn.conf.py`` cannot see the others)."""
         return cls(_table, _slot, shared_threads=shared_threads,
-                   alone_threads=alone_threads or usable_cores())
+                   alone_threads=max(shared_threads, alone_threads or usable_cores()))
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -164,14 +192,12 @@ class CoreShare:
             return self.shared_threads
         return self.alone_threads
 
-    def set_threads_for_forward(self) -> int:
+    def set_threads_for_forward(self) -> None:
         """On the inference thread, right before a forward: OpenMP's and MKL's thread counts
-        are per calling thread, so they are set there (and only when they change). Returns
-        the count."""
+        are per calling thread, so they are set there (and only when they change)."""
         import torch  # here: the gunicorn master imports this module and must not load torch
 
         threads = self.threads_now()
         if threads != self._threads_set:
             torch.set_num_threads(threads)
             self._threads_set = threads
-        return threads

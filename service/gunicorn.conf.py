@@ -63,6 +63,12 @@ def on_starting(server):
     file), create the table of requests in flight that lets a worker borrow the cores of idle
     siblings (``service.core_share``), and start from an empty metrics dir: stale files of a
     previous run would be summed in."""
+    # Every module the other hooks import is imported here, once: child_exit runs in the
+    # master's SIGCHLD handler, which re-enters when several workers exit at once (a HUP with
+    # 8 workers), and a first import interrupted there left a half-imported module that
+    # killed the master.
+    from prometheus_client import multiprocess  # noqa: F401
+
     from service import core_share
 
     os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)

@@ -285,8 +285,8 @@ class Predictor:
                 if not isinstance(chunk, Exception)]
         if not good:
             return pixels  # type: ignore[return-value] - all of them errors
-        threads = self.cores.set_threads_for_forward()
-        metrics.FORWARDS.labels(loaded.name, str(threads)).inc()
+        self.cores.set_threads_for_forward()
+        metrics.FORWARDS.labels(loaded.name, str(torch.get_num_threads())).inc()  # torch's own
         with torch.inference_mode():
             batch = pixels_to_uint8([p for _, chunk in good for p in chunk], spec=loaded.spec)
             k = max(job.top_k for job, _ in good)

@@ -90,11 +90,12 @@ class Reloader:
     async def _load(self, slot: ModelSlot, version: str) -> LoadedModel:
         """Load + validate ``version`` off the event loop; refusals are logged and counted."""
         try:
-            return await self.predictor.in_loader_thread(
-                load_model, self.settings.model_registry, slot.name, version,
-                device=self.predictor.device, precision=self.settings.precision,
-                warmup_batch=self.settings.max_batch_size,
-            )
+            with self.predictor.cores.request():  # its warm-up forwards use this worker's cores
+                return await self.predictor.in_loader_thread(
+                    load_model, self.settings.model_registry, slot.name, version,
+                    device=self.predictor.device, precision=self.settings.precision,
+                    warmup_batch=self.settings.max_batch_size,
+                )
         except ArtifactValidationError as exc:
             # The version is there and bad; versions are immutable, so never retry it by poll.
             slot.refused[version] = self._public(exc)
