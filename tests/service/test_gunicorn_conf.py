@@ -1,10 +1,18 @@
 """``service/gunicorn.conf.py`` on its own: what it tells the workers."""
 
+import os
 import runpy
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
-CONF = Path(__file__).resolve().parents[2] / "service" / "gunicorn.conf.py"
+from service_support import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "service" / "gunicorn.conf.py"
 
 
 def test_workers_learn_the_worker_count_given_on_the_command_line(monkeypatch, tmp_path):
@@ -18,3 +26,57 @@ def test_workers_learn_the_worker_count_given_on_the_command_line(monkeypatch, t
     from service.settings import Settings
 
     assert Settings(model_registry=tmp_path).web_concurrency == 3
+
+
+def test_the_master_survives_a_reload_that_replaces_many_workers_at_once(tmp_path):
+    """HUP replaces every worker; the old ones exit together, and gunicorn runs ``child_exit``
+    in its SIGCHLD handler, re-entered meanwhile. With its imports done there for the first
+    time the master died of a half-imported module (4 runs of 4 with 8 workers)."""
+    (tmp_path / "plain.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    (tmp_path / "conf.py").write_text(
+        "import runpy\n"
+        f"globals().update({{k: v for k, v in runpy.run_path({str(CONF)!r}).items()"
+        " if not k.startswith('__')})\n"
+        "worker_class = 'sync'\n"
+        "workers = 8\n"
+        f"bind = '127.0.0.1:{free_port()}'\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    master = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(tmp_path / "conf.py"),
+         "plain:app"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        first = _wait_children(master, 8)
+        os.kill(master.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and master.poll() is None:
+            children = _children(master.pid)
+            if len(children) == 8 and not children & first:
+                break
+            time.sleep(0.2)
+        time.sleep(1)  # the old workers' exits are handled by now
+        assert master.poll() is None, master.stderr.read().decode()[-3000:]
+        assert len(_children(master.pid)) == 8
+    finally:
+        if master.poll() is None:
+            os.killpg(master.pid, signal.SIGTERM)
+        master.wait(timeout=30)
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()} if path.exists() else set()
+
+
+def _wait_children(master: subprocess.Popen, count: int) -> set[int]:
+    pid = master.pid
+    deadline = time.monotonic() + 30
+    while len(children := _children(pid)) < count:
+        assert time.monotonic() < deadline, f"{len(children)} of {count} workers started"
+        assert master.poll() is None, master.stderr.read().decode()[-3000:]
+        time.sleep(0.2)
+    return children
