@@ -95,6 +95,9 @@ def free_port() -> int:
 
 
 class Server:
+    """gunicorn with 2 uvicorn workers of 1 torch thread each, as the defaults give on 2 cores
+    (a worker whose sibling is idle borrows its core: TORCH_THREADS_ALONE's default)."""
+
     def __init__(self, reg: Path, name: str, log: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
