@@ -60,7 +60,7 @@ logconfig_dict = {
 
 def on_starting(server):
     """Tell the workers the real worker count (``-w N`` on the command line wins over this
-    file), create the table of requests in flight that lets a worker borrow the cores of idle
+    file), create the table of busy workers that lets a worker borrow the cores of idle
     siblings (``service.core_share``), and start from an empty metrics dir: stale files of a
     previous run would be summed in."""
     # Every module the other hooks import is imported here, once: child_exit runs in the

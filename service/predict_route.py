@@ -54,7 +54,8 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
         return parse_images(content_type, body, max_images=predictor.settings.max_images)
 
     try:
-        body = await predictor.predict(read_images, model=model, top_k=top_k)
+        with predictor.cores.request():  # this worker is busy: its siblings keep to their cores
+            body = await predictor.predict(read_images, model=model, top_k=top_k)
     finally:  # the body stays referenced until the request is answered
         budget.release(received)
     await send({"type": "http.response.start", "status": 200, "headers": [

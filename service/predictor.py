@@ -227,11 +227,6 @@ class Predictor:
                 f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
             )
         slot.batcher.check_capacity()
-        with self.cores.request():
-            return await self._predict(slot, loaded, read_images, top_k)
-
-    async def _predict(self, slot: ModelSlot, loaded: LoadedModel, read_images: ImageSource,
-                       top_k: int) -> bytes:
         limit = self.settings.max_batch_size
         with slot.batcher.incoming():
             files = await read_images()

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     )
     torch_threads_alone: int | None = Field(
         None, ge=1,
-        description="intra-op threads of a forward while no other worker has a request in "
-                    "flight (default: all cores; set it to TORCH_THREADS to never borrow cores)",
+        description="intra-op threads of a forward while every other worker is idle (default: "
+                    "all usable cores, never fewer than TORCH_THREADS; set it to TORCH_THREADS "
+                    "to never borrow cores)",
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per forward pass")
     max_batch_wait_ms: float = Field(
