@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import torch
 
 from service import metrics
@@ -44,14 +43,13 @@ from service.errors import (
 from service.imaging import Opened, decode_opened, install_pixel_limit, open_images
 from service.inputs import BodyBudget, RawImage
 from service.loader import LoadedModel, resolve_device
+from service.schemas import Result, predict_response_json
 from service.settings import Settings
 from training.preprocess import pixels_to_uint8
 from training.registry import RegistryError, validate_name
 
 log = logging.getLogger(__name__)
 
-# What a job gets back: (scores, indices), one row of top-k floats / ints per image.
-Result = tuple[list[list[float]], list[list[int]]]
 ImageSource = Callable[[], Awaitable[list[RawImage]]]
 
 
@@ -235,7 +233,7 @@ class Predictor:
             try:  # decoded with its batch
                 results = await slot.batcher.submit_all(
                     loaded, [(Job(top_k, files=files), len(files))])
-                return self.encode(loaded, results, top_k)
+                return predict_response_json(loaded, results, top_k)
             except DecodeInPool as answer:
                 opened = answer.opened  # too many pixels: the headers are read already
         handed_back = opened is not None  # admitted and queued once already
@@ -250,7 +248,7 @@ class Predictor:
                 for start in range(0, len(pixels), limit)]
         results = await slot.batcher.submit_all(
             loaded, [(job, job.count) for job in jobs], admitted=handed_back)
-        return self.encode(loaded, results, top_k)
+        return predict_response_json(loaded, results, top_k)
 
     async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
@@ -297,22 +295,3 @@ class Predictor:
             results.append((all_scores[offset:end], all_indices[offset:end]))
             offset = end
         return results
-
-    def encode(self, loaded: LoadedModel, results: list[Result], top_k: int) -> bytes:
-        """The JSON body of :class:`~service.schemas.PredictResponse`, encoded directly.
-
-        Plain dicts through msgspec instead of pydantic objects through Litestar's serializer:
-        the same JSON (``tests/service`` validates it against the schema) for less CPU, which
-        matters when a request carries one small image.
-        """
-        labels = loaded.labels
-        predictions = []
-        for scores_rows, indices_rows in results:
-            for scores, indices in zip(scores_rows, indices_rows, strict=True):
-                top = [{"label": labels[i], "index": i, "score": s}
-                       for s, i in zip(scores[:top_k], indices[:top_k], strict=True)]
-                predictions.append({**top[0], "top_k": top})
-        return msgspec.json.encode({
-            "model": loaded.name, "version": loaded.version, "weights_sha256": loaded.sha256,
-            "predictions": predictions,
-        })

@@ -3,9 +3,17 @@
 Named ``schemas`` so that "model" in this codebase always means a neural network.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from service.loader import LoadedModel
+
+# What the inference thread computes per request: (scores, indices), one row of top-k floats /
+# ints per image.
+Result = tuple[list[list[float]], list[list[int]]]
 
 
 class ClassScore(BaseModel):
@@ -32,6 +40,26 @@ class PredictResponse(BaseModel):
     version: str = Field(description="registry version that computed these results")
     weights_sha256: str
     predictions: list[ImagePrediction]
+
+
+def predict_response_json(loaded: "LoadedModel", results: list[Result], top_k: int) -> bytes:
+    """The JSON body of :class:`PredictResponse`, encoded directly.
+
+    Plain dicts through msgspec instead of pydantic objects through Litestar's serializer: the
+    same JSON (``tests/service`` validates it against the schema) for less CPU, which matters
+    when a request carries one small image.
+    """
+    labels = loaded.labels
+    predictions = []
+    for scores_rows, indices_rows in results:
+        for scores, indices in zip(scores_rows, indices_rows, strict=True):
+            top = [{"label": labels[i], "index": i, "score": s}
+                   for s, i in zip(scores[:top_k], indices[:top_k], strict=True)]
+            predictions.append({**top[0], "top_k": top})
+    return msgspec.json.encode({
+        "model": loaded.name, "version": loaded.version, "weights_sha256": loaded.sha256,
+        "predictions": predictions,
+    })
 
 
 class PredictJsonRequest(BaseModel):

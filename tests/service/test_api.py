@@ -49,7 +49,8 @@ def test_predict_raw_image_body_matches_in_process_model(server, images, expecte
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    # The body is encoded by hand (service.predictor.encode): it must still be the schema.
+    # The body is encoded by hand (service.schemas.predict_response_json): it must still be
+    # the schema.
     assert PredictResponse.model_validate_json(response.content).model_dump() == body
     assert (body["model"], body["version"]) == (MODEL, "1")
     assert len(body["weights_sha256"]) == 64
