@@ -10,8 +10,9 @@ small table of shared memory, which the gunicorn master creates before it forks 
 (``service/gunicorn.conf.py``), and the inference thread reads the other workers' entries
 before each forward.
 
-Every entry has one writer (its worker's event loop); readers take plain reads. A stale read
-costs one forward on a less suited thread count, never a wrong answer.
+Every entry has one writer at a time (its worker's event loop; the master only when it hands
+the slot out or the worker has exited); readers take plain reads. A stale read costs one
+forward on a less suited thread count, never a wrong answer.
 """
 
 import math
