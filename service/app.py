@@ -22,6 +22,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.admin import AdminController
+from service.connection_balance import ConnectionBalance
 from service.errors import exception_to_http_response
 from service.middleware import ObservabilityMiddleware
 from service.predict_route import document_predict, predict
@@ -41,10 +42,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "set DECODE_INLINE_PIXELS instead (default %d)", settings.decode_inline_pixels)
     predictor = Predictor(settings)
     reloader = Reloader(predictor)
+    balance = (ConnectionBalance.of_this_worker(serving=predictor.serving)
+               if settings.connection_balance else None)
 
     async def start() -> None:
         await predictor.start()
         reloader.start()
+        if balance is not None:
+            balance.start()
         await reloader.wait_first_round(settings.startup_load_wait_s)
         # Everything alive now (torch, the framework, the model) lives as long as the worker:
         # out of the collector's reach, full collections stop walking it, which took the p99
@@ -53,6 +58,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gc.freeze()
 
     async def stop() -> None:
+        if balance is not None:
+            balance.stop()
         await reloader.stop()
         await predictor.stop()
 
@@ -85,5 +92,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     document_predict(app.openapi_schema)  # a raw ASGI route: Litestar cannot describe it
     # Outermost layer (outside Litestar's exception handling) so that request ids and request
     # metrics cover every response, 404s and errors included.
-    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, shed=predictor.shed)
+    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, shed=predictor.shed,
+                                               balance=balance)
     return app

@@ -5,23 +5,20 @@ With 2 workers on 2 cores each worker's share is one core, so a lone request ran
 machine: ResNet-18 on one 32x32 image takes 9.0 ms on 1 thread against 7.5 ms on 2 (bf16, this
 AMX host), the MLP on 32 images 0.70 against 0.47 ms. Giving every worker all the cores all the
 time oversubscribes them under load instead: an OpenMP region whose second thread waits for a
-core stalls until the scheduler runs it. So each worker publishes until when it is busy in a
-small table of shared memory, which the gunicorn master creates before it forks the workers
-(``service/gunicorn.conf.py``), and the inference thread reads the other workers' entries
-before each forward.
-
-Every entry has one writer at a time (its worker's event loop; the master only when it hands
-the slot out or the worker has exited); readers take plain reads. A stale read costs one
-forward on a less suited thread count, never a wrong answer.
+core stalls until the scheduler runs it. So each worker publishes until when it is busy in the
+table the workers share (``service.worker_table``), and the inference thread reads the other
+workers' entries before each forward.
 """
 
 import math
-import mmap
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from service import worker_table
+from service.worker_table import WorkerTable
 
 # A worker counts as busy for this long after its last request ended: long enough to bridge the
 # gaps between the requests of clients that keep it working, so that two workers with work do
@@ -29,44 +26,6 @@ from pathlib import Path
 # run of bench/serve.py had the MLP's p99 at c=8 at 44 ms against a p50 of 3.4 ms; 7.5 against
 # 3.6 ms with the hold), and short enough that a lone client's next request borrows again.
 BUSY_HOLD_S = 0.05
-_ENTRY = "d"  # per worker slot: CLOCK_MONOTONIC time until which it is busy (inf: working now)
-
-
-class WorkerTable:
-    """Until when each worker is busy, in anonymous shared memory: created in the gunicorn
-    master, inherited by every worker it forks. ``time.monotonic()`` is one clock for all
-    processes of the host. Entry 0 holds how many slots were ever handed out, so that readers
-    scan only those."""
-
-    def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, (slots + 1) * 8)  # MAP_SHARED: the forks see one table
-        self._entries = memoryview(self._memory).cast(_ENTRY)
-
-    @property
-    def slots(self) -> int:
-        return len(self._entries) - 1
-
-    def free_slot(self, taken: set[int]) -> int | None:
-        """The lowest slot no live worker holds, cleared (None when all are held)."""
-        for slot in range(self.slots):
-            if slot not in taken:
-                self.clear(slot)
-                self._entries[0] = max(self._entries[0], slot + 1)
-                return slot
-        return None
-
-    def clear(self, slot: int) -> None:
-        """Idle: an exited worker, or one that has not served yet."""
-        self._entries[slot + 1] = 0.0
-
-    def set_busy_until(self, slot: int, until: float) -> None:
-        self._entries[slot + 1] = until
-
-    def others_busy(self, slot: int, now: float) -> bool:
-        entries = self._entries
-        used = int(entries[0])
-        return (max(entries[1:slot + 1], default=0.0) > now
-                or max(entries[slot + 2:used + 1], default=0.0) > now)
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"),
@@ -114,40 +73,6 @@ def _positive(text: str) -> bool:
     return text.isdigit() and int(text) > 0
 
 
-# The master's table (set by ``create_table``) and, in a worker, its own slot (``join``).
-_table: WorkerTable | None = None
-_slot: int | None = None
-_SLOT_ATTRIBUTE = "core_share_slot"
-
-
-def create_table(slots: int = 1024) -> None:
-    """In the gunicorn master, before forking: the table every worker will share."""
-    global _table
-    _table = WorkerTable(slots)
-
-
-def assign_slot(worker: object, live_workers: list[object]) -> None:
-    """In the master (gunicorn's ``pre_fork``): give ``worker`` a slot no live worker holds.
-    Without a free slot the worker never borrows cores, and counts for nobody."""
-    if _table is None:
-        return
-    taken = {getattr(other, _SLOT_ATTRIBUTE, None) for other in live_workers}
-    setattr(worker, _SLOT_ATTRIBUTE, _table.free_slot(taken))
-
-
-def join(worker: object) -> None:
-    """In the worker, right after the fork (``post_fork``): take the slot the master gave."""
-    global _slot
-    _slot = getattr(worker, _SLOT_ATTRIBUTE, None)
-
-
-def release(worker: object) -> None:
-    """In the master when a worker exited (``child_exit``): it has nothing in flight any more."""
-    slot = getattr(worker, _SLOT_ATTRIBUTE, None)
-    if _table is not None and slot is not None:
-        _table.clear(slot)
-
-
 class CoreShare:
     """One worker's view of the table: counts its requests, and picks the thread count of its
     next forward."""
@@ -166,7 +91,8 @@ class CoreShare:
     def of_this_worker(cls, *, shared_threads: int, alone_threads: int | None) -> "CoreShare":
         """The process's slot when gunicorn's hooks gave it one, else a share that never borrows
         (a worker run without ``service/gunicorn.conf.py`` cannot see the others)."""
-        return cls(_table, _slot, shared_threads=shared_threads,
+        table, slot = worker_table.this_worker() or (None, None)
+        return cls(table, slot, shared_threads=shared_threads,
                    alone_threads=max(shared_threads, alone_threads or usable_cores()))
 
     @contextmanager

@@ -60,19 +60,19 @@ logconfig_dict = {
 
 def on_starting(server):
     """Tell the workers the real worker count (``-w N`` on the command line wins over this
-    file), create the table of busy workers that lets a worker borrow the cores of idle
-    siblings (``service.core_share``), and start from an empty metrics dir: stale files of a
-    previous run would be summed in."""
+    file), create the table the workers share (``service.worker_table``: idle workers lend
+    their cores, crowded ones hand keep-alive connections off), and start from an empty
+    metrics dir: stale files of a previous run would be summed in."""
     # Every module the other hooks import is imported here, once: child_exit runs in the
     # master's SIGCHLD handler, which re-enters when several workers exit at once (a HUP with
     # 8 workers), and a first import interrupted there left a half-imported module that
     # killed the master.
     from prometheus_client import multiprocess  # noqa: F401
 
-    from service import core_share
+    from service import worker_table
 
     os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)
-    core_share.create_table()
+    worker_table.create_table()
     path = Path(_multiproc_dir)
     path.mkdir(parents=True, exist_ok=True)
     for entry in path.iterdir():
@@ -81,24 +81,24 @@ def on_starting(server):
 
 
 def pre_fork(server, worker):
-    from service import core_share
+    from service import worker_table
 
-    core_share.assign_slot(worker, list(server.WORKERS.values()))
+    worker_table.assign_slot(worker, list(server.WORKERS.values()))
 
 
 def post_fork(server, worker):  # noqa: ARG001
-    from service import core_share
+    from service import worker_table
 
-    core_share.join(worker)
+    worker_table.join(worker)
 
 
 def child_exit(server, worker):  # noqa: ARG001
     from prometheus_client import multiprocess
 
-    from service import core_share
+    from service import worker_table
 
     multiprocess.mark_process_dead(worker.pid)
-    core_share.release(worker)
+    worker_table.release(worker)
 
 
 def on_exit(server):  # noqa: ARG001

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.connection_balance import ConnectionBalance
 from service.context import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class ObservabilityMiddleware:
-    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics.
+    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics, and
+    ``Connection: close`` on the answers ``balance`` picks (``service.connection_balance``).
 
     ``shed(scope) -> str | None`` (optional) is asked first for every request: when it returns
     a reason, the request is answered ``503`` + ``Retry-After`` right here, without routing,
@@ -30,9 +32,11 @@ class ObservabilityMiddleware:
     an overloaded worker spends its time refusing and serves nobody.
     """
 
-    def __init__(self, app: ASGIApp, shed: Callable[[Scope], str | None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, shed: Callable[[Scope], str | None] | None = None,
+                 balance: ConnectionBalance | None = None) -> None:
         self.app = app
         self._shed = shed
+        self._balance = balance
         self._cache: dict[tuple[str, str, int], tuple] = {}
         # Ids are a random per-worker prefix + a counter: unique across workers and restarts,
         # with no syscall per request (os.urandom releases the GIL, which hands the event loop's
@@ -64,13 +68,15 @@ class ObservabilityMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status = 500
-        header = (b"x-request-id", request_id.encode())
+        added = [(b"x-request-id", request_id.encode())]
+        if self._balance is not None and self._balance.should_close(scope.get("client")):
+            added.append((b"connection", b"close"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         started = time.perf_counter()

@@ -183,6 +183,10 @@ class Predictor:
             )
         return slot.current
 
+    def serving(self) -> bool:
+        """Every configured model is loaded: what ``/health/ready`` says 200 to."""
+        return all(slot.current is not None for slot in self.slots.values()) and bool(self.slots)
+
     def install(self, slot: ModelSlot, loaded: LoadedModel) -> None:
         """Serve ``loaded`` from now on; a single reference swap, so requests never see a mix."""
         previous = slot.current

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service.worker_table import WorkerTable
 from training.preprocess import EvalTransform
 from training.registry import load_artifact, publish
 
@@ -256,3 +257,12 @@ def post_raw(server, data: bytes, content_type: str = "image/png", query: str = 
 def top_index(response) -> int:
     assert response.status_code == 200, response.text
     return response.json()["predictions"][0]["index"]
+
+
+def table_of(workers: int) -> WorkerTable:
+    """A table of the gunicorn workers whose first ``workers`` slots were handed out, as the
+    master does."""
+    table = WorkerTable(workers + 2)
+    for slot in range(workers):
+        assert table.free_slot(set(range(slot))) == slot
+    return table

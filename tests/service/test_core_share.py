@@ -6,26 +6,18 @@ import os
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
-from service_support import encode, read_answer
+from service_support import encode, read_answer, table_of
 
-from service import core_share
-from service.core_share import BUSY_HOLD_S, CoreShare, WorkerTable, usable_cores
+from service import core_share, worker_table
+from service.core_share import BUSY_HOLD_S, CoreShare, usable_cores
+from service.worker_table import WorkerTable
 
 
 def share(table: WorkerTable, slot: int) -> CoreShare:
     return CoreShare(table, slot, shared_threads=1, alone_threads=2)
-
-
-def table_of(workers: int) -> WorkerTable:
-    """A table whose first ``workers`` slots were handed out, as the master does."""
-    table = WorkerTable(workers + 2)
-    for slot in range(workers):
-        assert table.free_slot(set(range(slot))) == slot
-    return table
 
 
 def test_a_forked_worker_busy_in_the_shared_table_keeps_the_others_on_their_share():
@@ -59,31 +51,15 @@ def test_a_worker_stays_busy_for_the_hold_after_its_last_request(monkeypatch):
 
 
 def test_a_worker_given_more_threads_than_cores_never_gets_fewer_alone(monkeypatch):
-    monkeypatch.setattr(core_share, "_table", WorkerTable(2))
-    monkeypatch.setattr(core_share, "_slot", 0)
+    monkeypatch.setattr(worker_table, "_table", WorkerTable(2))
+    monkeypatch.setattr(worker_table, "_slot", 0)
     assert CoreShare.of_this_worker(shared_threads=64, alone_threads=None).alone_threads == 64
     assert CoreShare.of_this_worker(shared_threads=4, alone_threads=2).alone_threads == 4
 
 
-def test_the_master_gives_each_live_worker_its_own_slot(monkeypatch):
-    monkeypatch.setattr(core_share, "_table", WorkerTable(2))
-    first, second, third = (SimpleNamespace() for _ in range(3))
-    core_share.assign_slot(first, [])
-    core_share.assign_slot(second, [first])
-    core_share.assign_slot(third, [first, second])
-    assert (first.core_share_slot, second.core_share_slot) == (0, 1)
-    assert third.core_share_slot is None  # table full: it never borrows
-    core_share._table.set_busy_until(0, math.inf)
-    core_share.release(first)  # exited mid-request: its slot is free and idle again
-    replacement = SimpleNamespace()
-    core_share.assign_slot(replacement, [second])
-    assert replacement.core_share_slot == 0
-    assert share(core_share._table, 1).threads_now() == 2
-
-
 def test_without_gunicorns_table_a_worker_never_borrows(monkeypatch):
-    monkeypatch.setattr(core_share, "_table", None)
-    monkeypatch.setattr(core_share, "_slot", None)
+    monkeypatch.setattr(worker_table, "_table", None)
+    monkeypatch.setattr(worker_table, "_slot", None)
     alone = CoreShare.of_this_worker(shared_threads=1, alone_threads=2)
     with alone.request():
         assert alone.threads_now() == 1
