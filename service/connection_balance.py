@@ -7,20 +7,23 @@ on one worker and 1 on the other in 2 of 8 runs, and served 3.4k req/s against 4
 balanced runs (MLP, one PNG per request). Keep-alive then pins that split for as long as the
 clients live: one worker queues nearly all the load while the other idles.
 
-So each worker counts the connections that sent it a request in the last ``WINDOW_S`` and
-publishes the count in the table the workers share (``service.worker_table``). A worker with
-clearly more than the mean of the serving workers answers a few requests with ``Connection:
-close``, as nginx does after ``keepalive_requests``: the close is announced in the answer, so
-no request is lost. Those clients reconnect, and the worker waiting in ``accept()``, the less
-busy one, most likely takes them. Each moved connection costs one reconnect, and moves happen
-only while the split is uneven: 22 and 30 in two servers' 12 s of ``wrk -c64`` (about 0.05% of
-the answers). With one worker stopped while wrk connected, then resumed, the split was 22/42 a
+So each worker counts the connections that sent it a request in the last ``WINDOW_S`` (or
+still wait for an answer) and publishes the count in the table the workers share
+(``service.worker_table``). A worker with clearly more than the mean of the serving workers
+answers a few requests with ``Connection: close``, as nginx does after ``keepalive_requests``.
+The close is announced in the answer, so a client that waits for each answer before sending
+the next request loses nothing (HTTP pipelining would lose the requests sent after it, as with
+nginx). Those clients reconnect, and the worker waiting in ``accept()``, the less busy one,
+most likely takes them. Each moved connection costs one reconnect, and moves happen only while
+the split is uneven: 22 and 30 in two servers' 12 s of ``wrk -c64`` (about 0.05% of the
+answers). With one worker stopped while wrk connected, then resumed, the split was 22/42 a
 second later, against 0/64 for good without this.
 """
 
 import asyncio
 import math
 from collections.abc import Callable
+from typing import Any
 
 from service import metrics, worker_table
 from service.worker_table import NOT_SERVING, WorkerTable
@@ -32,16 +35,29 @@ TOLERANCE = 1.25
 SLACK = 2.0
 
 
+def connection_of(send: Callable[..., Any]) -> object | None:
+    """The connection a request came on: uvicorn's transport, one per TCP or Unix socket
+    connection (``send`` is a bound method of uvicorn's request cycle). ``scope["client"]`` would
+    not do: behind a trusted proxy uvicorn replaces it with the ``X-Forwarded-For`` address, one
+    for all the connections of the proxy, and a Unix socket has none. None under another server;
+    the end-to-end test of this module fails if uvicorn stops exposing it."""
+    return getattr(getattr(send, "__self__", None), "transport", None)
+
+
 class ConnectionBalance:
     """One worker's side: counts its connections per window, publishes the count, and picks the
-    answers that close their connection."""
+    answers that close their connection. Event loop only."""
 
     def __init__(self, table: WorkerTable, slot: int, *, serving: Callable[[], bool]) -> None:
         self._table = table
         self._slot = slot
-        self._serving = serving  # False while loading: moving clients here would get them 503s
-        self._clients: set[tuple] = set()
+        self._serving = serving
+        self._seen: set[object] = set()  # connections with a request in this window
+        self._in_flight: set[object] = set()  # counted in the next window too (slow requests)
         self._to_hand_off = 0
+        # A worker that does not serve (still loading) closes every answer's connection: moved
+        # clients that landed on it would otherwise stay there and get 503s.
+        self._closing_all = True
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -55,8 +71,10 @@ class ConnectionBalance:
         loop = asyncio.get_running_loop()
 
         def end_window() -> None:
-            self.end_window()
-            self._timer = loop.call_later(WINDOW_S, end_window)
+            try:
+                self.end_window()
+            finally:  # a failed window must not stop the ones after it
+                self._timer = loop.call_later(WINDOW_S, end_window)
 
         self._timer = loop.call_later(WINDOW_S, end_window)
 
@@ -66,25 +84,27 @@ class ConnectionBalance:
         self._to_hand_off = 0
         self._table.set_connections(self._slot, NOT_SERVING)
 
-    def should_close(self, client: tuple | None) -> bool:
-        """Count a request of ``client`` (``scope["client"]``: host and port, one pair per
-        connection); True when its answer should close the connection. Event loop only."""
-        if client is None:  # a Unix socket: connections have no identity
-            return False
-        if self._to_hand_off:
-            self._to_hand_off -= 1
-            self._clients.discard(client)
+    def request_started(self, connection: object) -> bool:
+        """Count a request on ``connection`` (:func:`connection_of`) that the client means to
+        keep alive; True when its answer should close the connection."""
+        if self._closing_all or self._to_hand_off:
+            self._to_hand_off = max(0, self._to_hand_off - 1)
             metrics.CONNECTIONS_HANDED_OFF.inc()
             return True
-        self._clients.add(client)
+        self._seen.add(connection)
+        self._in_flight.add(connection)
         return False
+
+    def request_finished(self, connection: object) -> None:
+        self._in_flight.discard(connection)
 
     def end_window(self) -> None:
         """Publish this window's count and decide how many connections to hand off in the next.
         Only half of the excess goes per window: the others' counts are up to a window old, and
         moving all of it at once would overshoot."""
-        mine, self._clients = len(self._clients), set()
-        if not self._serving():
+        mine, self._seen = len(self._seen), set(self._in_flight)
+        self._closing_all = not self._serving()
+        if self._closing_all:
             self._to_hand_off = 0
             self._table.set_connections(self._slot, NOT_SERVING)
             return

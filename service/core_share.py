@@ -122,7 +122,7 @@ class CoreShare:
     def set_threads_for_forward(self) -> None:
         """On the inference thread, right before a forward: OpenMP's and MKL's thread counts
         are per calling thread, so they are set there (and only when they change)."""
-        import torch  # here: the gunicorn master imports this module and must not load torch
+        import torch  # here: settings import this module (usable_cores) and stay free of torch
 
         threads = self.threads_now()
         if threads != self._threads_set:

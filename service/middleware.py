@@ -15,7 +15,7 @@ from collections.abc import Callable
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.connection_balance import ConnectionBalance
+from service.connection_balance import ConnectionBalance, connection_of
 from service.context import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,22 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = ""
+        keep_alive = scope.get("http_version") != "1.0"  # uvicorn closes HTTP/1.0 connections
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 request_id = candidate if _CLIENT_ID.match(candidate) else ""
-                break
+            elif name == b"connection" and b"close" in value.lower():
+                keep_alive = False
         request_id = request_id or f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status = 500
         added = [(b"x-request-id", request_id.encode())]
-        if self._balance is not None and self._balance.should_close(scope.get("client")):
+        # Only connections the client keeps alive count, and can be handed off.
+        balance = self._balance if keep_alive else None
+        connection = connection_of(send) if balance is not None else None
+        if connection is not None and balance.request_started(connection):
             added.append((b"connection", b"close"))
 
         async def send_with_id(message: Message) -> None:
@@ -88,6 +93,8 @@ class ObservabilityMiddleware:
                 return
             await self.app(scope, receive, send_with_id)
         finally:
+            if connection is not None:
+                balance.request_finished(connection)
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or shed_route or "unmatched"
             method = scope["method"]

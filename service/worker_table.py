@@ -4,8 +4,9 @@ that the gunicorn master creates before it forks them (``service/gunicorn.conf.p
 Each worker has a slot with two entries:
 
 - until when it is busy (``service.core_share``: a forward borrows the cores of idle workers);
-- how many keep-alive connections it serves (``service.connection_balance``: a worker with
-  clearly more than its share asks some clients to reconnect).
+- how many keep-alive connections sent it a request in the last window
+  (``service.connection_balance``: a worker with clearly more than its share asks some
+  clients to reconnect).
 
 Every entry has one writer at a time (its worker's event loop; the master only when it hands
 the slot out or the worker has exited); readers take plain reads. A stale read costs one

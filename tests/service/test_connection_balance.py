@@ -16,15 +16,22 @@ from service.connection_balance import ConnectionBalance
 
 
 def balance_of(table, slot: int = 0, *, serving: bool = True) -> ConnectionBalance:
-    return ConnectionBalance(table, slot, serving=lambda: serving)
+    balance = ConnectionBalance(table, slot, serving=lambda: serving)
+    balance.end_window()  # the first window says whether it serves
+    return balance
 
 
-def clients(count: int, start: int = 0) -> list[tuple[str, int]]:
-    return [("127.0.0.1", 40000 + i) for i in range(start, start + count)]
+def connections(count: int) -> list[object]:
+    return [object() for _ in range(count)]
 
 
 def closes(balance: ConnectionBalance, requests: list) -> int:
-    return sum(balance.should_close(client) for client in requests)
+    """How many of ``requests`` (one per connection, answered at once) close their connection."""
+    closed = 0
+    for connection in requests:
+        closed += balance.request_started(connection)
+        balance.request_finished(connection)
+    return closed
 
 
 def handed_off() -> float:
@@ -35,14 +42,15 @@ def test_a_crowded_worker_hands_off_half_its_excess_per_window():
     table = table_of(2)
     table.set_connections(1, 1)  # the sibling: 1 connection, 63 here
     mine = balance_of(table)
-    assert closes(mine, clients(63)) == 0  # nothing decided before a window ends
+    clients = connections(63)
+    assert closes(mine, clients) == 0  # nothing decided before a window ends
     mine.end_window()
     before = handed_off()
-    assert closes(mine, clients(63)) == 16  # mean 32: excess 31, half of it (rounded up)
+    assert closes(mine, clients) == 16  # mean 32: excess 31, half of it (rounded up)
     assert handed_off() - before == 16
     mine.end_window()  # the 16 closed connections are not counted
     assert table.serving_connections() == [47, 1]
-    assert closes(mine, clients(63)) == 12  # mean 24: excess 23, half of it (rounded up)
+    assert closes(mine, clients) == 12  # mean 24: excess 23, half of it (rounded up)
 
 
 @pytest.mark.parametrize(("mine", "sibling"), [(34, 30), (40, 24), (2, 0), (12, 4)])
@@ -50,47 +58,58 @@ def test_an_even_or_small_split_moves_nothing(mine, sibling):
     table = table_of(2)
     table.set_connections(1, sibling)
     balance = balance_of(table)
-    closes(balance, clients(mine))
+    clients = connections(mine)
+    closes(balance, clients)
     balance.end_window()
-    assert closes(balance, clients(mine)) == 0
+    assert closes(balance, clients) == 0
     assert table.serving_connections() == [mine, sibling]
 
 
-def test_no_connection_moves_to_or_from_a_worker_that_does_not_serve():
-    table = table_of(2)  # the sibling is still loading: NOT_SERVING
-    mine = balance_of(table)
-    closes(mine, clients(60))
-    mine.end_window()
-    assert closes(mine, clients(60)) == 0
-    loading = balance_of(table, 1, serving=False)
-    table.set_connections(0, 60)
-    closes(loading, clients(1, start=100))
-    loading.end_window()
-    assert table.serving_connections() == [60]  # it publishes that it does not serve
-    table.set_connections(1, 0)
-    mine.end_window()  # it serves now, with none: connections move to it
-    assert closes(mine, clients(60)) == 15
-
-
-def test_a_connection_without_an_address_is_never_closed():
+def test_a_slow_request_counts_in_every_window_until_it_is_answered():
+    """A request that takes longer than a window (a big model, a crowded worker) still holds
+    its connection: it counts until answered."""
     table = table_of(2)
     table.set_connections(1, 0)
     mine = balance_of(table)
-    closes(mine, clients(30))
+    slow = connections(10)
+    for connection in slow:
+        assert not mine.request_started(connection)
     mine.end_window()
-    assert not any(mine.should_close(None) for _ in range(20))  # a Unix socket's clients
-    assert closes(mine, clients(30)) == 8  # mean 15: half the excess of 15, rounded up
+    mine.end_window()  # no new request in this window: the 10 still wait
+    assert table.serving_connections() == [10, 0]
+    for connection in slow:
+        mine.request_finished(connection)
+    mine.end_window()
+    mine.end_window()
+    assert table.serving_connections() == [0, 0]
+
+
+def test_connections_move_only_between_workers_that_serve():
+    table = table_of(2)  # the sibling is still loading: NOT_SERVING
+    mine = balance_of(table)
+    clients = connections(60)
+    closes(mine, clients)
+    mine.end_window()
+    assert closes(mine, clients) == 0  # nowhere to go
+    loading = balance_of(table, 1, serving=False)
+    assert table.serving_connections() == [60]  # it says that it does not serve
+    before = handed_off()
+    assert closes(loading, connections(5)) == 5  # and sends every client it got elsewhere
+    assert handed_off() - before == 5
+    table.set_connections(1, 0)  # it serves now, with none: connections move to it
+    mine.end_window()
+    assert closes(mine, clients) == 15  # mean 30: half the excess of 30
 
 
 def test_a_stopped_worker_stops_serving_in_the_table():
     table = table_of(2)
     table.set_connections(1, 0)
     mine = balance_of(table)
-    closes(mine, clients(30))
+    closes(mine, connections(30))
     mine.end_window()
     mine.stop()
     assert table.serving_connections() == [0]
-    assert closes(mine, clients(30)) == 0
+    assert closes(mine, connections(30)) == 0
 
 
 # ----------------------------------------------------------------------------- real server
@@ -116,24 +135,29 @@ def _owners(port: int, pids: list[int]) -> dict[int, int]:
     return owners
 
 
-def _piled_up_connections(server, count: int, body: bytes) -> list[http.client.HTTPConnection]:
+def _piled_up_connections(server, count: int) -> list[http.client.HTTPConnection]:
     """``count`` keep-alive connections that all landed on one worker: the other is stopped
-    (SIGSTOP) while they connect and send their first request."""
+    (SIGSTOP) until the first has accepted them all."""
     pids = server.wait_workers(2)
     host, port = server.url.removeprefix("http://").split(":")
     connections = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(count)]
     os.kill(pids[1], signal.SIGSTOP)
     try:
         for connection in connections:
-            _predict(connection, body)
+            connection.connect()
+        server.wait_until(lambda: _spread(server, connections) == [0, count],
+                          "one worker accepting every connection", timeout=10)
     finally:
         os.kill(pids[1], signal.SIGCONT)
     return connections
 
 
 def _predict(connection: http.client.HTTPConnection, body: bytes) -> None:
-    """One request on ``connection``; it reconnects by itself after a ``Connection: close``."""
-    connection.request("POST", "/predict", body=body, headers={"Content-Type": "image/png"})
+    """One request on ``connection``; it reconnects by itself after a ``Connection: close``.
+    Every request says it comes through a proxy: uvicorn trusts loopback's X-Forwarded-For and
+    gives all of them one client address, so only the sockets tell the connections apart."""
+    connection.request("POST", "/predict", body=body, headers={
+        "Content-Type": "image/png", "X-Forwarded-For": "203.0.113.7"})
     response = connection.getresponse()
     assert response.status == 200, response.read()
     response.read()
@@ -160,7 +184,7 @@ def test_gunicorn_workers_spread_connections_that_all_landed_on_one(start_server
     server.wait_live()
     server.wait_versions(1)
     body = encode(images[0])
-    connections = _piled_up_connections(server, 16, body)
+    connections = _piled_up_connections(server, 16)
     try:
         assert _spread(server, connections) == [0, 16]
         before = sum(server.metric("^imgclf_connections_handed_off_total"))
