@@ -1,16 +1,15 @@
 """The predictor owns the models of a worker and turns image files into predictions.
 
     parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
-    thread, ``torch.inference_mode()``) -> encode (event loop)
+    thread, ``torch.inference_mode()``, :class:`~service.batch_runner.BatchRunner`) -> encode
+    (event loop)
 
 Requests are decoded on the inference thread together with their batch, so the event loop
 keeps only HTTP work: health checks, metrics and refusals answer promptly however busy the
-model is. The inference thread reads a request's image headers first; when they announce
-more than ``DECODE_INLINE_PIXELS`` pixels (bytes say nothing: a 16 KB PNG can hold 16 million
-blank pixels), it hands the request back undecoded (:class:`DecodeInPool`), and the request
-is decoded in a thread pool and queues again as pixels, so that big images never hold up the
-batch of small ones behind them. Requests of more than ``MAX_BATCH_SIZE`` images go to the
-pool directly.
+model is. A request whose headers announce more than ``DECODE_INLINE_PIXELS`` pixels comes
+back undecoded (:class:`~service.batch_runner.DecodeInPool`); it is decoded in a thread pool
+here and queues again as pixels, like requests of more than ``MAX_BATCH_SIZE`` images, which
+go to the pool directly.
 
 The ``/predict`` route (``service.predict_route``) calls :meth:`Predictor.predict` with raw
 files and gets the JSON body back; it never sees a tensor. Each served model name has a
@@ -31,49 +30,25 @@ from typing import Any
 import torch
 
 from service import metrics
+from service.batch_runner import BatchRunner, DecodeInPool, Job
 from service.batcher import MicroBatcher
 from service.core_share import CoreShare
 from service.errors import (
     BadRequestError,
-    InvalidImageError,
     InvalidModelNameError,
     ModelNotReadyError,
     UnknownModelError,
 )
-from service.imaging import Opened, decode_opened, install_pixel_limit, open_images
+from service.imaging import decode_opened, install_pixel_limit, open_images
 from service.inputs import BodyBudget, RawImage
 from service.loader import LoadedModel, resolve_device
-from service.schemas import Result, predict_response_json
+from service.schemas import predict_response_json
 from service.settings import Settings
-from training.preprocess import pixels_to_uint8
 from training.registry import RegistryError, validate_name
 
 log = logging.getLogger(__name__)
 
 ImageSource = Callable[[], Awaitable[list[RawImage]]]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request, or a batch-sized chunk of one, as the inference thread receives it: either
-    its files, still encoded, or their pixels when they were decoded before queueing."""
-
-    top_k: int
-    files: list[RawImage] | None = None
-    pixels: list[bytes] | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.files if self.files is not None else self.pixels or ())
-
-
-class DecodeInPool(Exception):  # noqa: N818 - an answer of the inference thread, not an error
-    """The inference thread's answer for a job whose headers announce more pixels than
-    ``DECODE_INLINE_PIXELS``: not decoded there, so that it delays no one's batch."""
-
-    def __init__(self, opened: Opened) -> None:
-        super().__init__(f"{opened.pixels} pixels: decode in the pool")
-        self.opened = opened
 
 
 @dataclass(eq=False)
@@ -87,9 +62,6 @@ class ModelSlot:
     # Why this slot cannot follow the production pointer now (readiness shows it; logged once).
     problem: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def __post_init__(self) -> None:
-        self.decode_time = metrics.DECODE_TIME.labels(self.name)
 
 
 class Predictor:
@@ -108,6 +80,7 @@ class Predictor:
         self._loader_pool: ThreadPoolExecutor | None = None
         self.cores = CoreShare(None, None, shared_threads=settings.resolved_torch_threads,
                                alone_threads=settings.resolved_torch_threads)
+        self.runner = BatchRunner(settings, self.cores)
 
     async def start(self) -> None:
         """Create the threads and batchers of this worker (models load in the background)."""
@@ -121,13 +94,14 @@ class Predictor:
         if self.device.type == "cpu":  # borrow idle workers' cores (service.core_share)
             self.cores = CoreShare.of_this_worker(
                 shared_threads=threads, alone_threads=self.settings.torch_threads_alone)
+            self.runner = BatchRunner(self.settings, self.cores)
         # One inference thread: forwards run one at a time, each using `threads` cores.
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
         self._loader_pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
         for name in self.settings.model_names:
             batcher = MicroBatcher(
-                self._run_batch,
+                self.runner,
                 name=name,
                 max_batch=self.settings.max_batch_size,
                 max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
@@ -246,7 +220,7 @@ class Predictor:
             opened = await self._in_decode_pool(open_images, files,
                                                 max_pixels=self.settings.max_pixels)
         pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
-        slot.decode_time.observe(time.perf_counter() - started)
+        self.runner.decode_time(slot.name).observe(time.perf_counter() - started)
         # The batcher counts images: a big request goes in batch-sized chunks.
         jobs = [Job(top_k, pixels=pixels[start:start + limit])
                 for start in range(0, len(pixels), limit)]
@@ -257,45 +231,3 @@ class Predictor:
     async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
             self._decode_pool, functools.partial(fn, *args, **kwargs))
-
-    def _run_batch(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
-        """On the inference thread: decode what is still encoded, then one forward for all
-        jobs. Returns per job its top-k rows, the ``InvalidImageError`` of its bad images (a
-        bad image fails its own request only), or :class:`DecodeInPool` for a job with too
-        many pixels to decode here."""
-        pixels: list[list[bytes] | InvalidImageError | DecodeInPool] = []
-        for job in jobs:
-            if job.pixels is not None:
-                pixels.append(job.pixels)
-                continue
-            started = time.perf_counter()
-            opened = open_images(job.files, max_pixels=self.settings.max_pixels)
-            if opened.pixels > self.settings.decode_inline_pixels:
-                pixels.append(DecodeInPool(opened))
-                continue
-            try:
-                pixels.append(decode_opened(opened, spec=loaded.spec))
-            except InvalidImageError as exc:
-                pixels.append(exc)
-            self.slots[loaded.name].decode_time.observe(time.perf_counter() - started)
-        good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
-                if not isinstance(chunk, Exception)]
-        if not good:
-            return pixels  # type: ignore[return-value] - all of them errors
-        self.cores.set_threads_for_forward()
-        metrics.FORWARDS.labels(loaded.name, str(torch.get_num_threads())).inc()  # torch's own
-        with torch.inference_mode():
-            batch = pixels_to_uint8([p for _, chunk in good for p in chunk], spec=loaded.spec)
-            k = max(job.top_k for job, _ in good)
-            scores, indices = loaded.probabilities(batch).topk(k, dim=1)  # (N, k) each
-            all_scores, all_indices = scores.tolist(), indices.tolist()
-        results: list[Result | Exception] = []
-        offset = 0
-        for chunk in pixels:
-            if isinstance(chunk, Exception):
-                results.append(chunk)
-                continue
-            end = offset + len(chunk)
-            results.append((all_scores[offset:end], all_indices[offset:end]))
-            offset = end
-        return results

@@ -19,6 +19,7 @@ from service_support import (
 )
 
 from service.app import create_app
+from service.batch_runner import BatchRunner
 from service.core_share import usable_cores
 from service.loader import warmup_sizes
 from service.predictor import Predictor
@@ -32,13 +33,13 @@ def _post(client):
 
 
 def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
-    original = Predictor._run_batch
+    original = BatchRunner.__call__
 
     def slow(self, loaded, payloads):
         time.sleep(0.3)
         return original(self, loaded, payloads)
 
-    monkeypatch.setattr(Predictor, "_run_batch", slow)
+    monkeypatch.setattr(BatchRunner, "__call__", slow)
     app = create_app(inprocess_settings(registry_copy, max_queue=1, max_batch_size=1))
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         wait_ready(client)  # concurrent callers share the client's event loop thread
@@ -61,7 +62,7 @@ def _refusals_counted(client) -> float:
 
 
 def test_failing_forward_is_a_json_500_and_the_worker_goes_on(registry_copy, monkeypatch):
-    original = Predictor._run_batch
+    original = BatchRunner.__call__
     calls = {"n": 0}
 
     def flaky(self, loaded, payloads):
@@ -70,7 +71,7 @@ def test_failing_forward_is_a_json_500_and_the_worker_goes_on(registry_copy, mon
             raise RuntimeError("CUDA fell over")
         return original(self, loaded, payloads)
 
-    monkeypatch.setattr(Predictor, "_run_batch", flaky)
+    monkeypatch.setattr(BatchRunner, "__call__", flaky)
     with TestClient(create_app(inprocess_settings(registry_copy))) as client:
         wait_ready(client)
         failed = _post(client)

@@ -8,9 +8,10 @@ import torch
 from PIL import Image, ImageOps
 from service_support import MODEL, band_images, encode, reference_probabilities
 
+from service.batch_runner import BatchRunner, Job
+from service.core_share import CoreShare
 from service.imaging import ImageDecodeError, decode_image, decode_opened, open_images
 from service.inputs import RawImage
-from service.predictor import Job, Predictor
 from service.settings import Settings
 from training import registry
 from training.datasets import load_imagefolder
@@ -90,13 +91,12 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
         path = tmp_path / f"{i}.png"
         path.write_bytes(encode(Image.fromarray(array).resize((56, 56))))  # resized on load
         paths.append(path)
-    predictor = Predictor(Settings(model_registry=trained_registry, model_name=MODEL))
     from service.loader import load_model
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
     files = [RawImage(p.name, p.read_bytes()) for p in paths]
     pixels = decode_opened(open_images(files, max_pixels=1 << 24), spec=loaded.spec)
-    [(scores, indices)] = predictor._run_batch(loaded, [Job(1, pixels=pixels)])
+    [(scores, indices)] = _runner(trained_registry)(loaded, [Job(1, pixels=pixels)])
     local = list(predict_files(trained_registry, MODEL, None, paths))
     assert [row[0] for row in indices] == [loaded.labels.index(label) for _, label, _ in local]
     assert [row[0] for row in scores] == pytest.approx([score for *_, score in local], abs=1e-6)
@@ -121,8 +121,6 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
 def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_registry):
     """Small requests are decoded on the inference thread, several in one batch: one request's
     bad file must not fail the others, and its error names the file and its index."""
-    import asyncio
-
     from service.errors import InvalidImageError
     from service.loader import load_model
 
@@ -130,17 +128,8 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
     good = [RawImage(f"{i}.png", encode(array)) for i, array in enumerate(arrays)]
     bad = RawImage("broken.png", encode(arrays[0])[:40])
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
-    predictor = Predictor(Settings(model_registry=trained_registry, model_name=MODEL))
-
-    async def run_batch(jobs):
-        await predictor.start()
-        try:
-            return predictor._run_batch(loaded, jobs)
-        finally:
-            await predictor.stop()
-
     jobs = [Job(1, files=good[:1]), Job(1, files=[good[1], bad]), Job(2, files=good)]
-    first, failed, last = asyncio.run(run_batch(jobs))
+    first, failed, last = _runner(trained_registry)(loaded, jobs)
     assert isinstance(failed, InvalidImageError)
     [problem] = failed.extra["problems"]
     assert (problem["index"], problem["filename"], problem["status"]) == (1, "broken.png", 422)
@@ -149,3 +138,9 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
     assert [row[0] for row in first[1]] == [int(expected[0].argmax())]
     assert [row[0] for row in last[1]] == expected.argmax(1).tolist()
     assert [len(row) for row in last[0]] == [2, 2, 2]
+
+
+def _runner(registry) -> BatchRunner:
+    """The inference thread's batch runner with the default settings, on this thread."""
+    settings = Settings(model_registry=registry, model_name=MODEL)
+    return BatchRunner(settings, CoreShare(None, None, shared_threads=1, alone_threads=1))
