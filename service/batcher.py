@@ -5,8 +5,16 @@ items, oldest first, until the batch holds ``max_batch`` images, and runs them t
 ``run_batch`` on one inference thread, so the event loop keeps accepting and parsing requests
 meanwhile. That overlap is the main batching mechanism: while one batch runs, the next fills
 up, at no cost in latency when the server is idle. On top of it, a batch that is not full waits
-at most ``max_wait_s`` for more images, and only while this worker is still receiving other
-requests (:meth:`MicroBatcher.incoming`), so a lone request never waits for nobody.
+at most ``max_wait_s`` for more images, and only while more are on their way: requests whose
+body this worker is still receiving (:meth:`MicroBatcher.incoming`), and the clients the last
+batch answered, until as many requests as it answered have come back. So a lone request never
+waits for nobody, and a client that comes back alone does not wait either.
+
+The second case is what keeps batches full under a steady load. Clients answered together
+come back over a millisecond or two, while the next batch starts with whatever queued during
+the last one: without that wait, 32 clients per worker split into two alternating halves that
+never merge (ResNet-18, c=64: 16 images per forward on average; with it, 30, and ~10% more
+req/s, interleaved runs).
 
 Items with different keys (a model version swapped by hot reload) never share a batch.
 
@@ -77,6 +85,7 @@ class MicroBatcher(Generic[K]):
         self._queue: deque[_Item[K]] = deque()
         self._queued_images = 0
         self._incoming = 0
+        self._returning = 0  # requests the last batch answered that have not come back yet
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         # Labelled metric children resolved once: the hot path only increments them.
@@ -160,6 +169,7 @@ class MicroBatcher(Generic[K]):
             futures.append(loop.create_future())
             self._queue.append(_Item(key, payload, count, futures[-1]))
             self._queued_images += count
+        self._returning = max(0, self._returning - 1)  # most likely one of them
         self._m_depth.set(self._queued_images)
         self._wakeup.set()
         if len(futures) == 1:
@@ -180,6 +190,10 @@ class MicroBatcher(Generic[K]):
             images += head.count
         return images
 
+    def _more_on_the_way(self) -> bool:
+        """Requests are being received, or clients just answered may still come back."""
+        return self._incoming > 0 or self._returning > 0
+
     async def _gather(self) -> list[_Item[K]]:
         while not self._queue:
             self._wakeup.clear()
@@ -188,9 +202,9 @@ class MicroBatcher(Generic[K]):
         images = batch[0].count
         await asyncio.sleep(0)  # let handlers that are ready to submit do so first
         images = self._take(batch, images)
-        if images < self.max_batch and self.max_wait_s > 0 and self._incoming > 0:
+        if images < self.max_batch and self.max_wait_s > 0 and self._more_on_the_way():
             deadline = time.perf_counter() + self.max_wait_s
-            while images < self.max_batch and self._incoming > 0 and not self._queue:
+            while images < self.max_batch and self._more_on_the_way() and not self._queue:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -234,10 +248,13 @@ class MicroBatcher(Generic[K]):
                 self._m_infer.observe(time.perf_counter() - started)
                 self._m_batch.observe(classified)
                 self._m_images.inc(classified)
+            answered = 0
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():  # the client went away
                     continue
+                answered += 1
                 if isinstance(result, Exception):  # this item's own failure (e.g. a bad image)
                     item.future.set_exception(result)
                 else:
                     item.future.set_result(result)
+            self._returning = answered

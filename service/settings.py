@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per forward pass")
     max_batch_wait_ms: float = Field(
         2.0, ge=0, le=1000,
-        description="how long a batch may wait for images that are already being received",
+        description="how long a batch may wait for more images, only while some are on their "
+                    "way (bodies being received, clients the last batch answered)",
     )
     max_queue: int = Field(2048, ge=1, description="queued images per worker before 503")
     max_queue_wait_ms: float = Field(

@@ -1,6 +1,6 @@
 """The micro-batcher on its own: images (not requests) are counted, versions never mix, a full
 or stalled queue refuses at once, a failed forward fails only its batch, a lone request does
-not wait."""
+not wait, clients answered together are batched together again."""
 
 import asyncio
 import time
@@ -147,6 +147,43 @@ def test_lone_request_does_not_wait_but_announced_ones_are_waited_for():
     assert lone < 0.5
     assert both == ["v:early", "v:late"]
     assert recorder.batches[-1] == ("v", [5, 4])  # one forward for both
+
+
+def test_clients_answered_together_that_come_back_apart_share_the_next_batch():
+    """A closed loop of clients (each sends its next request when answered) must not split into
+    alternating half batches: the clients the last batch answered are waited for."""
+    recorder = Recorder()
+
+    async def main():
+        batcher = _batcher(recorder, max_wait_s=1.0)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit("v", "a", 1) for _ in range(4)))
+
+        async def comes_back_after(delay):
+            await asyncio.sleep(delay)
+            return await batcher.submit("v", "b", 1)
+
+        await asyncio.gather(*(comes_back_after(0.03 * i) for i in range(4)))
+        await batcher.stop()
+
+    _run(main())
+    assert recorder.batches == [("v", [1, 1, 1, 1]), ("v", [1, 1, 1, 1])]
+
+
+def test_a_lone_client_that_comes_back_does_not_wait():
+    recorder = Recorder()
+
+    async def main():
+        batcher = _batcher(recorder, max_wait_s=1.0)
+        batcher.start()
+        await batcher.submit("v", "first", 1)
+        started = time.perf_counter()
+        await batcher.submit("v", "again", 1)  # the one client the last batch answered
+        again = time.perf_counter() - started
+        await batcher.stop()
+        return again
+
+    assert _run(main()) < 0.5
 
 
 def test_an_exception_returned_for_one_item_fails_that_item_only():
