@@ -125,6 +125,35 @@ class Server:
                 ready = 0
             time.sleep(0.2)
 
+    def predict_load(self) -> tuple[float, float]:
+        """``/predict`` requests answered so far, and images queued now (all workers)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        answered = queued = 0.0
+        for line in text.splitlines():
+            if line.startswith("imgclf_http_requests_total{") and 'route="/predict"' in line:
+                answered += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("imgclf_queue_depth_images{"):
+                queued += float(line.rsplit(" ", 1)[1])
+        return answered, queued
+
+    def settle(self, quiet_s: float, timeout_s: float = 60) -> None:
+        """Wait until the requests a load client left in flight are answered: nothing queued and
+        no ``/predict`` answer for ``quiet_s`` (longer than one forward). ``wrk`` stops at its
+        deadline with up to one request per connection still queued; ResNet-18 with batching
+        off takes ~0.5-1 s of both cores to clear 64 of them, which would otherwise be taken
+        from whatever is measured next."""
+        deadline = time.monotonic() + timeout_s
+        last, since = self.predict_load()[0], time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            answered, queued = self.predict_load()
+            if answered != last or queued:
+                last, since = answered, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+        raise RuntimeError(f"the server at {self.url} was still busy after {timeout_s} s")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

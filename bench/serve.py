@@ -63,13 +63,17 @@ end
 
 
 
-def wrk(url: str, script: Path, body_dir: Path, count: int, ctype: str, *, connections: int,
-        seconds: float) -> dict:
+def wrk(server: Server, script: Path, body_dir: Path, count: int, ctype: str, *,
+        connections: int, seconds: float) -> dict:
+    """One ``wrk`` run against ``server``; returns once the server has answered what the run
+    left in flight (see :meth:`Server.settle`)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout",
-               "10s", "-s", str(script), url, "--", str(body_dir), str(count), ctype]
+               "10s", "-s", str(script), server.url, "--", str(body_dir), str(count), ctype]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     result = json.loads(line[len("BENCH "):])
+    # Each answer took at least one forward, so the median latency outlasts a forward.
+    server.settle(quiet_s=max(0.3, result["p50_us"] / 1e6))
     # Only answered (2xx) requests count as throughput; 503s of a full queue are errors.
     result["errors"] = result["socket_errors"] + result["status_errors"]
     result["rps"] = (result["requests"] - result["status_errors"]) / (result["duration_us"] / 1e6)
@@ -142,8 +146,8 @@ def main() -> None:
                 for old in servers.values():
                     old.stop()
                 servers = {key: Server(reg, name, work / f"{name}-{len(rows)}.log", **env)}
-            url = servers[key].url
-            wrk(url, script, work / body_dir, count, ctype, connections=8, seconds=2)  # warm
+            server = servers[key]
+            wrk(server, script, work / body_dir, count, ctype, connections=8, seconds=2)  # warm
             # The reference is measured again right before and right after each served run
             # (the server idles meanwhile) and the two are averaged: this host's speed drifts by
             # 2x within minutes, so only figures taken side by side can be compared, and one
@@ -156,7 +160,7 @@ def main() -> None:
                 runs = []
                 for _ in range(args.repeat):
                     before = reference_now()
-                    result = wrk(url, script, work / body_dir, count, ctype,
+                    result = wrk(server, script, work / body_dir, count, ctype,
                                  connections=connections, seconds=seconds)
                     runs.append((result, average(before, reference_now())))
                 result, reference = max(runs, key=lambda run: run[0]["rps"])
@@ -197,9 +201,9 @@ def batching_pairs(reg: Path, work: Path, script: Path, count: int, *, seconds: 
     pairs = []
     try:
         for server in (on, off):
-            wrk(server.url, script, work / "rgb1", count, "image/png", connections=8, seconds=2)
+            wrk(server, script, work / "rgb1", count, "image/png", connections=8, seconds=2)
         for _ in range(rounds):
-            runs = [wrk(server.url, script, work / "rgb1", count, "image/png", connections=64,
+            runs = [wrk(server, script, work / "rgb1", count, "image/png", connections=64,
                         seconds=seconds) for server in (on, off)]
             pairs.append((runs[0]["rps"], runs[1]["rps"]))
             # Errors would flatter the ratio (only 2xx count): they are shown, and should be 0.
