@@ -88,6 +88,24 @@ def write_bodies(directory: Path, bodies: list[bytes]) -> None:
 
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of this VM so far, from ``/proc/stat``; (0, 0) where there is
+    none. Steal is time the hypervisor gave this VM's vCPUs to other guests: a run with a lot of
+    it measured the neighbours as much as the server."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -31,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
@@ -39,10 +41,12 @@ from harness import (  # noqa: E402
     PRECISION,
     WORKERS,
     Server,
+    cpu_ticks,
     load_images,
     multipart,
     png,
     publish,
+    steal_percent,
     write_bodies,
 )
 from inprocess import in_process  # noqa: E402
@@ -63,15 +67,36 @@ end
 
 
 
+T = TypeVar("T")
+# Above this share of the VM's CPU time taken by other guests (steal), a run is measured again.
+STEAL_LIMIT_PCT = 10.0
+STEAL_RETRIES = 2
+
+
+def undisturbed(measure: Callable[[], T], steal_pct: Callable[[T], float]) -> T:
+    """``measure()``, again (at most ``STEAL_RETRIES`` times) while the hypervisor gave more than
+    ``STEAL_LIMIT_PCT`` % of this VM's CPU to other guests during it; the last attempt counts
+    whatever its steal (the table shows it). On this shared host a run with 28% steal served
+    211 req/s where the next, with 2%, served 327 (ResNet-18, c=64)."""
+    for _ in range(STEAL_RETRIES):
+        outcome = measure()
+        if steal_pct(outcome) <= STEAL_LIMIT_PCT:
+            return outcome
+        print(f"  (steal {steal_pct(outcome):.0f}% during that run: measured again)", flush=True)
+    return measure()
+
+
 def wrk(server: Server, script: Path, body_dir: Path, count: int, ctype: str, *,
         connections: int, seconds: float) -> dict:
     """One ``wrk`` run against ``server``; returns once the server has answered what the run
     left in flight (see :meth:`Server.settle`)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout",
                "10s", "-s", str(script), server.url, "--", str(body_dir), str(count), ctype]
+    ticks = cpu_ticks()
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     result = json.loads(line[len("BENCH "):])
+    result["steal_pct"] = steal_percent(ticks, cpu_ticks())
     # Each answer took at least one forward, so the median latency outlasts a forward.
     server.settle(quiet_s=max(0.3, result["p50_us"] / 1e6))
     # Only answered (2xx) requests count as throughput; 503s of a full queue are errors.
@@ -158,22 +183,24 @@ def main() -> None:
                 seconds=min(inproc_s, 1.0))
             for connections in (1, 8, 64):
                 runs = []
+                measure = functools.partial(
+                    referenced_run, server, reference_now, script, work / body_dir, count,
+                    ctype, connections=connections, seconds=seconds)
                 for _ in range(args.repeat):
-                    before = reference_now()
-                    result = wrk(server, script, work / body_dir, count, ctype,
-                                 connections=connections, seconds=seconds)
-                    runs.append((result, average(before, reference_now())))
+                    runs.append(undisturbed(measure, lambda run: run[0]["steal_pct"]))
                 result, reference = max(runs, key=lambda run: run[0]["rps"])
                 ips = result["rps"] * per_request
                 row = {"scenario": label, "c": connections, "rps": result["rps"], "ips": ips,
                        "p50_ms": result["p50_us"] / 1e3, "p99_ms": result["p99_us"] / 1e3,
                        "errors": result["errors"], "limit_ips": reference["best_ips"],
-                       "call_ms": reference["call_ms"], "ratio": ips / reference["best_ips"]}
+                       "call_ms": reference["call_ms"], "ratio": ips / reference["best_ips"],
+                       "steal_pct": result["steal_pct"]}
                 rows.append(row)
                 print(f"{label:30s} c={connections:<3d} {row['rps']:8.0f} req/s {ips:8.0f} img/s "
                       f"p50 {row['p50_ms']:7.2f} ms p99 {row['p99_ms']:7.2f} ms "
                       f"errors {row['errors']:<4d} {row['ratio']:.2f}x limit "
-                      f"({row['limit_ips']:.0f} img/s, call {row['call_ms']:.2f} ms)", flush=True)
+                      f"({row['limit_ips']:.0f} img/s, call {row['call_ms']:.2f} ms) "
+                      f"steal {row['steal_pct']:.0f}%", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -203,18 +230,29 @@ def batching_pairs(reg: Path, work: Path, script: Path, count: int, *, seconds: 
         for server in (on, off):
             wrk(server, script, work / "rgb1", count, "image/png", connections=8, seconds=2)
         for _ in range(rounds):
-            runs = [wrk(server, script, work / "rgb1", count, "image/png", connections=64,
-                        seconds=seconds) for server in (on, off)]
+            runs = undisturbed(
+                lambda: [wrk(server, script, work / "rgb1", count, "image/png", connections=64,
+                             seconds=seconds) for server in (on, off)],
+                lambda pair: max(run["steal_pct"] for run in pair))
             pairs.append((runs[0]["rps"], runs[1]["rps"]))
             # Errors would flatter the ratio (only 2xx count): they are shown, and should be 0.
             print(f"resnet18 c=64 side by side: batching on {runs[0]['rps']:.0f} req/s "
                   f"({runs[0]['errors']} errors), off {runs[1]['rps']:.0f} req/s "
-                  f"({runs[1]['errors']} errors), {runs[0]['rps'] / runs[1]['rps']:.2f}x",
+                  f"({runs[1]['errors']} errors), {runs[0]['rps'] / runs[1]['rps']:.2f}x, "
+                  f"steal {runs[0]['steal_pct']:.0f}% / {runs[1]['steal_pct']:.0f}%",
                   flush=True)
     finally:
         on.stop()
         off.stop()
     return pairs
+
+
+def referenced_run(server: Server, reference_now: Callable[[], dict], *args: Any,
+                   **kwargs: Any) -> tuple[dict, dict]:
+    """One :func:`wrk` run, and the in-process reference measured right before and after it."""
+    before = reference_now()
+    result = wrk(server, *args, **kwargs)
+    return result, average(before, reference_now())
 
 
 def average(before: dict, after: dict) -> dict:
@@ -230,13 +268,15 @@ def report(rows: list[dict], pairs: list[tuple[float, float]]) -> None:
     print("503 from a full queue, plus socket errors; p50/p99 cover all requests)")
     print("limit and call: the in-process reference, the mean of its measurements right before "
           "and right after the row's run")
+    print("steal: CPU time the hypervisor gave to other guests during the run (/proc/stat); a "
+          "run with much of it says more about the neighbours than about the server")
     print("\n| scenario | c | req/s | images/s | p50 ms | p99 ms | errors | limit img/s | call ms "
-          "| x limit |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| x limit | steal % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scenario']} | {r['c']} | {r['rps']:.0f} | {r['ips']:.0f} | "
               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['limit_ips']:.0f} | "
-              f"{r['call_ms']:.2f} | {r['ratio']:.2f} |")
+              f"{r['call_ms']:.2f} | {r['ratio']:.2f} | {r['steal_pct']:.0f} |")
     gains = sorted(on / off for on, off in pairs)
     gain = statistics.median(gains)
     print(f"\nbatching on / off, ResNet-18 c=64, adjacent pairs: "
