@@ -33,7 +33,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
@@ -47,6 +47,7 @@ from harness import (  # noqa: E402
     png,
     publish,
     steal_percent,
+    undisturbed,
     write_bodies,
 )
 from inprocess import in_process  # noqa: E402
@@ -65,25 +66,6 @@ function done(summary, latency, _)
 end
 """
 
-
-
-T = TypeVar("T")
-# Above this share of the VM's CPU time taken by other guests (steal), a run is measured again.
-STEAL_LIMIT_PCT = 10.0
-STEAL_RETRIES = 2
-
-
-def undisturbed(measure: Callable[[], T], steal_pct: Callable[[T], float]) -> T:
-    """``measure()``, again (at most ``STEAL_RETRIES`` times) while the hypervisor gave more than
-    ``STEAL_LIMIT_PCT`` % of this VM's CPU to other guests during it; the last attempt counts
-    whatever its steal (the table shows it). On this shared host a run with 28% steal served
-    211 req/s where the next, with 2%, served 327 (ResNet-18, c=64)."""
-    for _ in range(STEAL_RETRIES):
-        outcome = measure()
-        if steal_pct(outcome) <= STEAL_LIMIT_PCT:
-            return outcome
-        print(f"  (steal {steal_pct(outcome):.0f}% during that run: measured again)", flush=True)
-    return measure()
 
 
 def wrk(server: Server, script: Path, body_dir: Path, count: int, ctype: str, *,
