@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import models  # noqa: E402
 from training import production, registry  # noqa: E402
@@ -170,11 +171,13 @@ class Server:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
             text = response.read().decode()
         answered = queued = 0.0
-        for line in text.splitlines():
-            if line.startswith("imgclf_http_requests_total{") and 'route="/predict"' in line:
-                answered += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("imgclf_queue_depth_images{"):
-                queued += float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "imgclf_http_requests_total" and \
+                        sample.labels.get("route") == "/predict":
+                    answered += sample.value
+                elif sample.name == "imgclf_queue_depth_images":
+                    queued += sample.value
         return answered, queued
 
     def settle(self, quiet_s: float, timeout_s: float = 60) -> None:
