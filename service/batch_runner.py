@@ -20,6 +20,7 @@ from service.errors import InvalidImageError
 from service.imaging import Opened, decode_opened, open_images
 from service.inputs import RawImage
 from service.loader import LoadedModel
+from service.metric_batches import observe_many
 from service.schemas import Result
 from service.settings import Settings
 from training.preprocess import pixels_to_uint8
@@ -60,7 +61,9 @@ class BatchRunner:
         self._decode_time: dict[str, metrics.Histogram] = {}  # labelled children, per model
 
     def __call__(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
-        pixels = [self._pixels(loaded, job) for job in jobs]
+        decode_times: list[float] = []
+        pixels = [self._pixels(loaded, job, decode_times) for job in jobs]
+        observe_many(self.decode_time(loaded.name), decode_times)
         good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
                 if not isinstance(chunk, Exception)]
         if not good:
@@ -83,8 +86,10 @@ class BatchRunner:
             offset = end
         return results
 
-    def _pixels(self, loaded: LoadedModel, job: Job) -> list[bytes] | Exception:
-        """The job's pixels: decoded before queueing, or now; else why not."""
+    def _pixels(self, loaded: LoadedModel, job: Job,
+                decode_times: list[float]) -> list[bytes] | Exception:
+        """The job's pixels: decoded before queueing, or now (its time appended to
+        ``decode_times``); else why not."""
         if job.pixels is not None:
             return job.pixels
         started = time.perf_counter()
@@ -96,7 +101,7 @@ class BatchRunner:
         except InvalidImageError as exc:
             return exc
         finally:
-            self.decode_time(loaded.name).observe(time.perf_counter() - started)
+            decode_times.append(time.perf_counter() - started)
 
     def decode_time(self, name: str) -> metrics.Histogram:
         """The decode-time histogram of model ``name`` (resolved once: the hot path observes)."""

@@ -43,6 +43,7 @@ from typing import Any, Generic, TypeVar
 
 from service import metrics
 from service.errors import InferenceError, QueueFullError
+from service.metric_batches import observe_many
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -222,8 +223,7 @@ class MicroBatcher(Generic[K]):
         while True:
             batch = await self._gather()
             started = time.perf_counter()
-            for item in batch:
-                self._m_wait.observe(started - item.enqueued)
+            observe_many(self._m_wait, [started - item.enqueued for item in batch])
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, batch[0].key, [i.payload for i in batch]

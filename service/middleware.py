@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 from service.connection_balance import ConnectionBalance, connection_of
 from service.context import REQUEST_ID
+from service.metric_batches import PendingMetrics
 
 log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -43,6 +44,10 @@ class ObservabilityMiddleware:
         # turn to the inference thread; py-spy showed it in 13% of the loop's samples at c=64).
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count()
+        # Request metrics are written in bulk (service.metric_batches): when the worker falls
+        # idle, else FLUSH_INTERVAL_S after the first one held back.
+        self._pending = PendingMetrics()
+        self._in_flight = 0
 
     def _children(self, method: str, route: str, status: int) -> tuple:
         """Labelled metric children, resolved once per (method, route, status)."""
@@ -56,7 +61,10 @@ class ObservabilityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:  # lifespan: the app is shutting down; nothing held back is lost
+                self._pending.flush()
             return
         request_id = ""
         keep_alive = scope.get("http_version") != "1.0"  # uvicorn closes HTTP/1.0 connections
@@ -86,6 +94,7 @@ class ObservabilityMiddleware:
 
         started = time.perf_counter()
         shed_route = None
+        self._in_flight += 1
         try:
             if self._shed is not None and (reason := self._shed(scope)) is not None:
                 shed_route = scope["path"]  # shed() refuses only routes it knows: bounded labels
@@ -99,8 +108,10 @@ class ObservabilityMiddleware:
             route = scope.get("path_template") or shed_route or "unmatched"
             method = scope["method"]
             counter, histogram = self._children(method, route, status)
-            counter.inc()
-            histogram.observe(elapsed)
+            self._in_flight -= 1
+            self._pending.inc(counter)
+            self._pending.observe(histogram, elapsed)
+            self._pending.flush_when_due(idle=not self._in_flight)
             if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
                 log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
             REQUEST_ID.reset(token)
