@@ -112,6 +112,8 @@ def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:
     """``top_k`` (1 when absent) and ``model`` (None when absent) of a ``/predict`` query;
     400 for a value that is not one. Other parameters are ignored. The model name itself is
     checked where it is used (``Predictor.slot``)."""
+    if not query_string:  # most requests: no parsing (parse_qsl was ~1% of the loop's CPU)
+        return 1, None
     values: dict[str, str] = {}
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name in ("top_k", "model"):
