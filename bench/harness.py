@@ -113,17 +113,23 @@ def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
 T = TypeVar("T")
 # Above this share of the VM's CPU time taken by other guests (steal), a run is measured again.
 STEAL_LIMIT_PCT = 10.0
+# Runs whose p50/p99 the goals judge (concurrency 1 and 8) tolerate less: steal comes in slices
+# of milliseconds, and a p99 is one request in a hundred. Six MLP runs in a row at c=8 (one
+# server, 6 s each) had p99/p50 of 1.9, 2.3, 2.7, 3.0, 5.9 and 11.8 at 0.2, 1.3, 2.3, 3.7, 5.7
+# and 22% steal.
+TAIL_STEAL_LIMIT_PCT = 3.0
 STEAL_RETRIES = 2
 
 
-def undisturbed(measure: Callable[[], T], steal_pct: Callable[[T], float]) -> T:
+def undisturbed(measure: Callable[[], T], steal_pct: Callable[[T], float], *,
+                limit_pct: float = STEAL_LIMIT_PCT) -> T:
     """``measure()``, again (at most ``STEAL_RETRIES`` times) while the hypervisor gave more than
-    ``STEAL_LIMIT_PCT`` % of this VM's CPU to other guests during it; the last attempt counts
+    ``limit_pct`` % of this VM's CPU to other guests during it; the last attempt counts
     whatever its steal (the table shows it). On this shared host a run with 28% steal served
     211 req/s where the next, with 2%, served 327 (ResNet-18, c=64)."""
     for _ in range(STEAL_RETRIES):
         outcome = measure()
-        if steal_pct(outcome) <= STEAL_LIMIT_PCT:
+        if steal_pct(outcome) <= limit_pct:
             return outcome
         print(f"  (steal {steal_pct(outcome):.0f}% during that run: measured again)", flush=True)
     return measure()

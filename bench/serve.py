@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     LUA_BODIES,
     PRECISION,
+    STEAL_LIMIT_PCT,
+    TAIL_STEAL_LIMIT_PCT,
     WORKERS,
     Server,
     cpu_ticks,
@@ -168,8 +170,10 @@ def main() -> None:
                 measure = functools.partial(
                     referenced_run, server, reference_now, script, work / body_dir, count,
                     ctype, connections=connections, seconds=seconds)
+                steal_limit = STEAL_LIMIT_PCT if connections == 64 else TAIL_STEAL_LIMIT_PCT
                 for _ in range(args.repeat):
-                    runs.append(undisturbed(measure, lambda run: run[0]["steal_pct"]))
+                    runs.append(undisturbed(measure, lambda run: run[0]["steal_pct"],
+                                            limit_pct=steal_limit))
                 result, reference = max(runs, key=lambda run: run[0]["rps"])
                 ips = result["rps"] * per_request
                 row = {"scenario": label, "c": connections, "rps": result["rps"], "ips": ips,
