@@ -1,12 +1,15 @@
 # Two images from one file (pick with --target or compose's build.target):
-#   api      gunicorn + uvicorn workers serving the production model (the default, last stage)
-#   trainer  the scheduled retraining job, with Debian's offline Fashion-MNIST installed
+#   api      gunicorn + uvicorn workers serving the production model (the default, last stage):
+#            models/, artifacts/ and service/, no training code
+#   trainer  the scheduled retraining job, with Debian's offline Fashion-MNIST installed:
+#            models/, artifacts/ and training/
 #
-# Torch comes from TORCH_INDEX_URL, CPU-only wheels by default (small image). Use
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128   for a CUDA build, or
-#   --build-arg TORCH_INDEX_URL=https://pypi.org/simple                  where PyTorch's own
-# index is unreachable (PyPI's Linux wheel is the CUDA build; it runs fine on CPU too).
-# Every other dependency comes from PIP_INDEX_URL. Versions are pinned in pyproject.toml only.
+# Torch comes from TORCH_INDEX_URL, PyTorch's CPU-only wheels by default (a small image), or
+# --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 for a CUDA build. Where that
+# index does not answer within a few seconds, the build says so and takes torch from
+# PIP_INDEX_URL instead (PyPI's Linux wheel is the CUDA build: a few GB larger, and it runs on CPU
+# too), so no build argument is needed where PyTorch's index is unreachable. Every other
+# dependency comes from PIP_INDEX_URL. Versions are pinned in pyproject.toml only.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -37,10 +40,17 @@ ARG PIP_INDEX_URL=https://pypi.org/simple
 RUN python -m venv "$VIRTUAL_ENV"
 # No source code here: editing it never invalidates these layers.
 COPY --from=requirements /tmp/torch.txt /tmp/torch.txt
-RUN pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt
+# The probe runs in a thread because a hung DNS lookup ignores urlopen's timeout.
+RUN index="$TORCH_INDEX_URL"; \
+    if ! python -c "import sys, threading, urllib.request as r; ok = []; t = threading.Thread(target=lambda: ok.append(r.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=5)), daemon=True); t.start(); t.join(10); sys.exit(0 if ok else 1)" "$index" 2>/dev/null; then \
+        echo "WARNING: the torch index $index did not answer: torch comes from $PIP_INDEX_URL instead (on Linux the CUDA build, a few GB larger; it runs on CPU too)." >&2; \
+        index="$PIP_INDEX_URL"; \
+    fi; \
+    echo "torch from $index"; \
+    pip install --index-url "$index" -r /tmp/torch.txt
 COPY --from=requirements /tmp/rest.txt /tmp/rest.txt
 RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/rest.txt \
- && python -c "import torch, torchvision, litestar, gunicorn, croniter; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+ && python -c "import torch, torchvision, litestar, gunicorn, cronsim, filelock; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # ---------------------------------------------------------------- runtime: the venv, no source yet
 # Built on `deps` directly: it holds only wheels (no compilers, no pip cache), and copying a
@@ -63,6 +73,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 COPY models ./models
+COPY artifacts ./artifacts
 COPY training ./training
 ENV SCHEDULE_RUNS_DIR=/runs
 USER app
@@ -71,7 +82,7 @@ CMD ["python", "-m", "training", "schedule"]
 # ---------------------------------------------------------------- api: the inference service
 FROM runtime AS api
 COPY models ./models
-COPY training ./training
+COPY artifacts ./artifacts
 COPY service ./service
 ENV PORT=8000
 USER app

@@ -24,9 +24,9 @@ from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import models  # noqa: E402
-from training import production, registry  # noqa: E402
-from training.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
-from training.preprocess import InputSpec  # noqa: E402
+from artifacts import production, registry  # noqa: E402
+from artifacts.preprocess import InputSpec  # noqa: E402
+from training.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
 
 WORKERS = 2
 PRECISION = "auto"  # the server's default; the in-process limit uses the same

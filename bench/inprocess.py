@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from harness import PRECISION
 
-from service.imaging import decode_pixels
-from service.loader import load_model, resolve_device
-from training.preprocess import pixels_to_uint8
+from artifacts.devices import resolve_device
+from artifacts.preprocess import pixels_to_uint8
+from service.inference.imaging import decode_pixels
+from service.inference.loading import load_model
 
 
 def in_process(reg: Path, name: str, bodies: list[bytes], *, threads: int, batches: list[int],

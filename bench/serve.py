@@ -55,7 +55,7 @@ from harness import (  # noqa: E402
 from inprocess import in_process  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from training.preprocess import InputSpec  # noqa: E402
+from artifacts.preprocess import InputSpec  # noqa: E402
 
 LUA = LUA_BODIES + r"""
 function done(summary, latency, _)

@@ -45,7 +45,7 @@ from harness import (  # noqa: E402
     write_bodies,
 )
 
-from training.preprocess import InputSpec  # noqa: E402
+from artifacts.preprocess import InputSpec  # noqa: E402
 
 LUA = LUA_BODIES + r"""
 local threads = {}

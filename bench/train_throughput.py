@@ -2,7 +2,7 @@
 
 The seeds' loop: torchvision ``FashionMNIST`` with ``ToTensor()`` per sample, ``DataLoader``
 batch 64, the 784-512-512-10 MLP, SGD, ``loss.item()`` every batch. This pipeline: the idx
-files decoded once into a uint8 tensor, ``training.loader.BatchLoader`` (whole-batch gather
+files decoded once into a uint8 tensor, ``training.data.batches.BatchLoader`` (whole-batch gather
 and, in one extra row, crop augmentation), ``EvalTransform`` normalisation and ``training.engine.train_one_epoch``
 with the precision ``auto`` picks. Rounds alternate between contenders so that noise from a
 shared machine hits both alike; the table reports medians and their ratio.
@@ -32,13 +32,15 @@ from torchvision.transforms import ToTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
+from artifacts.preprocess import EvalTransform, InputSpec  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.datasets import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx_dir, load_idx_split  # noqa: E402
-from training.engine import train_one_epoch  # noqa: E402
-from training.loader import BatchAugment, BatchLoader, channel_mean_std  # noqa: E402
+from training.data.batches import BatchAugment, BatchLoader, channel_mean_std  # noqa: E402
+from training.data.sources import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx_dir, load_idx_split  # noqa: E402
+from training.engine import (
+    resolve_runtime,  # noqa: E402
+    train_one_epoch,  # noqa: E402
+)
 from training.optim import build_optimizer  # noqa: E402
-from training.preprocess import EvalTransform, InputSpec  # noqa: E402
-from training.runtime import resolve_runtime  # noqa: E402
 
 
 def torchvision_root(data_dir: Path | None, workdir: Path) -> tuple[Path, str]:
@@ -90,7 +92,7 @@ def seed_loop(root: Path, samples: int) -> float:
 def pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_size: int, samples: int,
              precision: str, augment: bool = False) -> float:
     """This project's training path on the decoded tensors; returns samples/s."""
-    from training.datasets import ImageTensors
+    from training.data.sources import ImageTensors
 
     data = ImageTensors(train[:samples], labels[:samples])
     cfg = TrainConfig(model="mlp", optimizer="sgd", lr=1e-3, momentum=0.0, weight_decay=0.0)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install, train the default model if no production model
-# exists yet (on the offline Fashion-MNIST from Debian), then serve it over HTTP.
+# exists yet (on the offline Fashion-MNIST from Debian), then serve it over HTTP on 127.0.0.1:8000.
+# Env: BIND (host:port) or PORT, MODEL_REGISTRY, MODEL_NAME, DATA_DIR; those of service/settings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -29,5 +30,12 @@ if [ ! -f "$MODEL_REGISTRY/$MODEL_NAME/production" ]; then
         --registry "$MODEL_REGISTRY" --name "$MODEL_NAME" --promote
 fi
 
-echo "Serving $MODEL_NAME from $MODEL_REGISTRY on ${BIND:-0.0.0.0:${PORT:-8000}}"
+# This machine only, unless BIND (host:port) or PORT say otherwise: the convention of gunicorn and
+# uvicorn for a local run. The Docker images listen on 0.0.0.0 (gunicorn.conf.py's default).
+export BIND=${BIND:-127.0.0.1:${PORT:-8000}}
+echo "Serving $MODEL_NAME from $MODEL_REGISTRY on http://$BIND"
+case $BIND in
+    127.*|localhost:*|\[::1\]:*)
+        echo "Reachable from this machine only. To serve other machines: BIND=0.0.0.0:${BIND##*:} scripts/start.sh" ;;
+esac
 exec gunicorn -c service/gunicorn.conf.py 'service.app:create_app()'

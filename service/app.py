@@ -21,15 +21,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service.admin import AdminController
-from service.connection_balance import ConnectionBalance
+from service.api.admin import AdminController
+from service.api.info import InfoController
+from service.api.middleware import ObservabilityMiddleware
+from service.api.predict import document_predict, predict
 from service.errors import exception_to_http_response
-from service.middleware import ObservabilityMiddleware
-from service.predict_route import document_predict, predict
-from service.predictor import Predictor
-from service.reloader import Reloader
-from service.routes import InfoController
+from service.inference.predictor import Predictor
+from service.inference.reloader import Reloader
 from service.settings import Settings
+from service.workers.connection_balance import ConnectionBalance
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ logconfig_dict = {
 
 def on_starting(server):
     """Tell the workers the real worker count (``-w N`` on the command line wins over this
-    file), create the table the workers share (``service.worker_table``: idle workers lend
+    file), create the table the workers share (``service.workers.worker_table``: idle workers lend
     their cores, crowded ones hand keep-alive connections off), and start from an empty
     metrics dir: stale files of a previous run would be summed in."""
     # Every module the other hooks import is imported here, once: child_exit runs in the
@@ -69,7 +69,7 @@ def on_starting(server):
     # killed the master.
     from prometheus_client import multiprocess  # noqa: F401
 
-    from service import worker_table
+    from service.workers import worker_table
 
     os.environ["WEB_CONCURRENCY"] = str(server.cfg.workers)
     worker_table.create_table()
@@ -81,13 +81,13 @@ def on_starting(server):
 
 
 def pre_fork(server, worker):
-    from service import worker_table
+    from service.workers import worker_table
 
     worker_table.assign_slot(worker, list(server.WORKERS.values()))
 
 
 def post_fork(server, worker):  # noqa: ARG001
-    from service import worker_table
+    from service.workers import worker_table
 
     worker_table.join(worker)
 
@@ -95,7 +95,7 @@ def post_fork(server, worker):  # noqa: ARG001
 def child_exit(server, worker):  # noqa: ARG001
     from prometheus_client import multiprocess
 
-    from service import worker_table
+    from service.workers import worker_table
 
     multiprocess.mark_process_dead(worker.pid)
     worker_table.release(worker)

@@ -9,7 +9,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from service.loader import LoadedModel
+    from service.inference.loading import LoadedModel
 
 # What the inference thread computes per request: (scores, indices), one row of top-k floats /
 # ints per image.

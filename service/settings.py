@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.core_share import usable_cores
-from training.registry import RegistryError, validate_name
+from artifacts.registry import RegistryError, validate_name
+from service.workers.core_share import usable_cores
 
 
 class Settings(BaseSettings):

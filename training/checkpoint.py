@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.storage import CorruptFileError, atomic_torch_save, safe_torch_load
+from artifacts.storage import CorruptFileError, atomic_torch_save, safe_torch_load
 
 REQUIRED_KEYS = (
     "epoch", "global_step", "model_state_dict", "optimizer_state_dict", "rng_states",

@@ -88,7 +88,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import torchinfo
 
     import models
-    from training import registry
+    from artifacts import registry
 
     if args.name:
         artifact = registry.load_artifact(Path(args.registry), args.name, args.version)
@@ -114,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from training.schedule import run_schedule
+    from training.retrain.loop import run_schedule
 
     return run_schedule(once=args.once)
 

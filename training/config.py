@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import models
-from training.datasets import DATASETS
+from training.data.sources import DATASETS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")

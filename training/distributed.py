@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from artifacts.devices import resolve_device
 from training.config import TrainConfig
-from training.runtime import resolve_device
 from training.train import TrainResult, main
 
 log = logging.getLogger(__name__)

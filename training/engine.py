@@ -1,11 +1,12 @@
 """The train and evaluation loops, importable by the CLI, the scheduled job and torchrun.
 
 Batches arrive as uint8 ``(N, C, H, W)``; each loop moves them to the device, normalises them
-with the artifact's own :class:`~training.preprocess.EvalTransform`, and runs under autocast
+with the artifact's own :class:`~artifacts.preprocess.EvalTransform`, and runs under autocast
 when a lower precision is configured.
 """
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,9 +16,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training.loader import BatchLoader
-from training.preprocess import EvalTransform
+from artifacts.devices import cpu_has_bf16, resolve_device
+from artifacts.preprocess import EvalTransform
+from training.data.batches import BatchLoader
 from training.ranks import sum_across_ranks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,24 @@ class Runtime:
     def prepare(self, images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
         x = transform(images.to(self.device, non_blocking=True))  # (N, C, H, W) float32
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def resolve_runtime(*, device: str, precision: str, channels_last: bool) -> Runtime:
+    """The :class:`Runtime` of a run from its config (``auto`` precision: bf16 where the
+    hardware has it natively, else fp32), logged once."""
+    dev = resolve_device(device)
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is torch.float16 and dev.type != "cuda":
+        raise ValueError("--precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    runtime = Runtime(device=dev, autocast_dtype=dtype, channels_last=channels_last)
+    log.info("runtime: device=%s precision=%s channels_last=%s threads=%d",
+             dev, precision, channels_last, torch.get_num_threads())
+    return runtime
 
 
 def train_one_epoch(

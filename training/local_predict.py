@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from training import registry
-from training.preprocess import EvalTransform, image_to_uint8
+from artifacts import registry
+from artifacts.preprocess import EvalTransform, image_to_uint8
 
 
 def predict_files(

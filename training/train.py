@@ -12,19 +12,19 @@ import torch
 from torch import nn
 
 import models
+from artifacts import production, registry
+from artifacts.devices import is_conv_net
+from artifacts.preprocess import EvalTransform
+from artifacts.storage import safe_torch_load
 from models.backbones import load_pretrained
-from training import production, registry
 from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from training.config import TrainConfig, check_resume_config
-from training.data import DataSplits, build_augment, load_data
-from training.engine import Runtime, evaluate, train_one_epoch
-from training.loader import BatchLoader
+from training.data.batches import BatchLoader, build_augment
+from training.data.splits import DataSplits, load_data
+from training.engine import Runtime, evaluate, resolve_runtime, train_one_epoch
 from training.metrics_log import MetricsLogger
 from training.optim import build_optimizer, build_scheduler, trainable_parameters
-from training.preprocess import EvalTransform
 from training.ranks import barrier, broadcast_from_main
-from training.runtime import is_conv_net, resolve_runtime
-from training.storage import safe_torch_load
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,13 @@
 #   -> the api answers with the new version (hot reload) -> `docker compose down -v`
 #
 # Usage: bash tests/docker/e2e.sh
-# Env:   TORCH_INDEX_URL (default here: PyPI, as PyTorch's own index is unreachable from this
-#        machine; the Dockerfile's own default is the CPU index), API_PORT (18000),
+# Env:   TORCH_INDEX_URL (unset: the Dockerfile's default, PyTorch's CPU index, and where that is
+#        unreachable, as from this machine, the build's fallback to PyPI), API_PORT (18000),
 #        TRAIN_EPOCHS (1: fast; production uses 15), KEEP_UP=1 to leave the stack running.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-imgclf-e2e}
-export TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
 export API_PORT=${API_PORT:-18000}
 export ADMIN_TOKEN=${ADMIN_TOKEN:-e2e-$RANDOM$RANDOM}
 export TRAIN_EPOCHS=${TRAIN_EPOCHS:-1}
@@ -54,7 +53,7 @@ docker compose config -q
 docker compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
 docker compose --profile tensorboard config -q
 
-step "docker compose build (TORCH_INDEX_URL=$TORCH_INDEX_URL)"
+step "docker compose build (TORCH_INDEX_URL=${TORCH_INDEX_URL:-unset: the Dockerfile default})"
 docker compose build
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^imgclf-(api|trainer):'
 
@@ -67,13 +66,15 @@ v1=$(production)
 echo "production version after the first run: $v1"
 docker compose logs --no-color trainer | grep -E "retrain $MODEL_NAME: " | tail -1
 
-step "the api: ready, non-root, registry read-only"
+step "the api: ready, non-root, registry read-only, no training code"
 ready=$(curl -fsS "$BASE/health/ready")
 echo "$ready"
 echo "$ready" | grep -q "\"$MODEL_NAME\":\"$v1\"" || fail "api not serving v$v1: $ready"
 [ "$(docker compose exec -T api id -u)" != 0 ] || fail "api runs as root"
 [ "$(docker compose exec -T trainer id -u)" != 0 ] || fail "trainer runs as root"
 if docker compose exec -T api sh -c "touch /registry/x" 2>/dev/null; then fail "registry writable from api"; fi
+docker compose exec -T api test ! -e /app/training || fail "the api image holds training/"
+docker compose exec -T trainer test ! -e /app/service || fail "the trainer image holds service/"
 
 step "POST Fashion-MNIST test images from the host"
 IDX=/usr/share/datasets/fashion-mnist
@@ -126,7 +127,7 @@ step "force a second retraining run (schedule --once, warm start) while requests
 LOAD_PID=$!
 # Warm-started from production, one more epoch nearly always improves it; the -0.02 margin only
 # keeps a rare tie-breaking wobble from failing a test whose subject is the hot reload (the
-# promotion policy itself is covered by tests/training/test_schedule_*.py).
+# promotion policy itself is covered by the retraining tests under tests/training/).
 set +e
 docker compose exec -T -e SCHEDULE_WARM_START=true -e SCHEDULE_PROMOTION_MARGIN=-0.02 \
   trainer python -m training schedule --once 2>&1 | grep -E "retrain |exit code|ERROR|Error"

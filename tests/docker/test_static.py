@@ -5,10 +5,17 @@ config`` when a Docker CLI with the compose plugin is installed (skipped otherwi
 ``tests/docker/e2e.sh`` builds and runs everything for real.
 """
 
+import fnmatch
+import functools
+import http.server
 import json
 import re
+import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,22 +126,101 @@ def test_python_runs_unbuffered():
     assert re.search(r"PYTHONUNBUFFERED=1", envs)
 
 
+PACKAGES = ("models", "artifacts", "training", "service")
+
+
+def copied_sources(name: str) -> set[str]:
+    """What a stage and its parents COPY from the build context (not from other stages)."""
+    return {rest.split()[0].rstrip("/") for rest in effective(name, "COPY") if not rest.startswith("--from")}
+
+
 def test_dependencies_are_installed_before_the_source_is_copied():
     instructions = dockerfile_instructions()
     first_source_copy = min(i for i, (kw, rest) in enumerate(instructions)
-                            if kw == "COPY" and re.match(r"(models|training|service)\b", rest))
+                            if kw == "COPY" and rest.split()[0].rstrip("/") in PACKAGES)
     installs = [i for i, (kw, rest) in enumerate(instructions)
                 if kw == "RUN" and "pip install" in rest]
     assert installs and max(installs) < first_source_copy
     deps_copies = [rest for kw, rest in stages()["deps"] if kw == "COPY"]
-    assert all("models" not in c and "training" not in c and "service" not in c for c in deps_copies)
+    assert not [c for c in deps_copies if any(package in c for package in PACKAGES)]
+
+
+@pytest.mark.parametrize(("target", "packages"), [("api", {"models", "artifacts", "service"}),
+                                                  ("trainer", {"models", "artifacts", "training"})])
+def test_each_image_copies_only_the_packages_it_runs(target, packages):
+    """The api never imports training/ (nor the trainer service/): neither image carries it."""
+    assert copied_sources(target) == packages
+
+
+def test_dockerignore_keeps_what_the_images_copy():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    sources = {source for stage in stages() for source in copied_sources(stage)}
+    assert sources >= set(PACKAGES) | {"pyproject.toml"}
+    excluded = {source for source in sources for pattern in patterns if fnmatch.fnmatch(source, pattern)}
+    assert not excluded, f".dockerignore leaves {excluded} out of the build context"
+
+
+# ---------------------------------------------------------------- the torch install and its fallback
+
+PIP_INDEX = "https://pip.example.invalid/simple"
+
+
+def torch_install_command() -> str:
+    (run,) = [rest for kw, rest in stages()["deps"] if kw == "RUN" and "TORCH_INDEX_URL" in rest]
+    return run
+
+
+def run_torch_install(tmp_path: Path, torch_index: str) -> tuple[list[str], str]:
+    """Run the deps stage's torch RUN line as `docker build` would (sh -c, the ARGs in the
+    environment), with a real python for the probe and a `pip` that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "pip-args"
+    for name, body in (("pip", f'echo "$@" > {shlex.quote(str(calls))}'),
+                       ("python", f'exec {shlex.quote(sys.executable)} "$@"')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TORCH_INDEX_URL": torch_index, "PIP_INDEX_URL": PIP_INDEX}
+    result = subprocess.run(["/bin/sh", "-c", torch_install_command()], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return calls.read_text().split(), result.stdout + result.stderr
 
 
 def test_torch_index_is_a_build_argument_defaulting_to_cpu_wheels():
     args = [rest for kw, rest in stages()["deps"] if kw == "ARG"]
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in args
-    runs = " ".join(rest for kw, rest in stages()["deps"] if kw == "RUN")
-    assert '--index-url "$TORCH_INDEX_URL"' in runs
+    assert "PIP_INDEX_URL=https://pypi.org/simple" in args
+
+
+def test_torch_comes_from_the_torch_index_when_it_answers(tmp_path):
+    (tmp_path / "index" / "torch").mkdir(parents=True)
+    (tmp_path / "index" / "torch" / "index.html").write_text("<a href='torch.whl'>torch.whl</a>")
+    handler = functools.partial(QuietHandler, directory=str(tmp_path / "index"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        index = f"http://127.0.0.1:{server.server_address[1]}"
+        pip_args, log = run_torch_install(tmp_path, index)
+    finally:
+        server.shutdown()
+    assert pip_args == ["install", "--index-url", index, "-r", "/tmp/torch.txt"]
+    assert "WARNING" not in log
+
+
+def test_torch_falls_back_to_the_pip_index_and_says_so_when_the_torch_index_is_unreachable(tmp_path):
+    with socket.socket() as closed:  # bound, never listening: a connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/whl/cpu"
+        pip_args, log = run_torch_install(tmp_path, index)
+    assert pip_args == ["install", "--index-url", PIP_INDEX, "-r", "/tmp/torch.txt"]
+    assert f"the torch index {index} did not answer" in log and PIP_INDEX in log
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 def test_trainer_image_has_the_offline_fashion_mnist():
@@ -188,6 +274,25 @@ def test_api_publishes_its_port_and_probes_readiness(compose):
     assert api["build"]["target"] == "api"
 
 
+def test_api_container_listens_on_every_interface(compose, tmp_path):
+    """start.sh binds 127.0.0.1 for a local run; in a container only a 0.0.0.0 bind is reachable
+    through the published port. Evaluates service/gunicorn.conf.py in the api's environment."""
+    image_env = {}
+    for rest in effective("api", "ENV"):
+        image_env.update(item.split("=", 1) for item in shlex.split(rest))
+    for name, value in compose["services"]["api"]["environment"].items():
+        image_env[name] = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))  # ${VAR:-default}
+    env = {name: image_env[name] for name in ("BIND", "PORT") if name in image_env}
+    result = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; print(runpy.run_path(sys.argv[1])['bind'])",
+         "service/gunicorn.conf.py"],
+        cwd=REPO, env={**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 0, result.stderr
+    published = compose["services"]["api"]["ports"][0].rsplit(":", 1)[1]
+    assert result.stdout.strip() == f"0.0.0.0:{published}"
+
+
 def test_api_mounts_the_registry_read_only(compose):
     api, trainer = compose["services"]["api"], compose["services"]["trainer"]
     assert "registry:/registry:ro" in api["volumes"]
@@ -213,7 +318,7 @@ def test_services_agree_on_the_registry_and_model(compose):
 
 def test_trainer_environment_names_only_known_settings(compose):
     """A typo in a variable name would be ignored by the job: every name must be a setting."""
-    from training.schedule_settings import JOB_OWNED_FIELDS, RECIPE_PREFIX, ScheduleSettings
+    from training.retrain.settings import JOB_OWNED_FIELDS, RECIPE_PREFIX, ScheduleSettings
 
     recipe_fields = {f"{RECIPE_PREFIX}{name.upper()}" for name in _train_config_fields()}
     recipe_fields -= {f"{RECIPE_PREFIX}{name.upper()}" for name in JOB_OWNED_FIELDS}

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.worker_table import WorkerTable
-from training.preprocess import EvalTransform
-from training.registry import load_artifact, publish
+from artifacts.preprocess import EvalTransform
+from artifacts.registry import load_artifact, publish
+from service.workers.worker_table import WorkerTable
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from litestar.testing import TestClient
 from service_support import MODEL, TOKEN, band_images, encode, inprocess_settings, republish, wait_ready
 
+from artifacts import production, registry
 from service.app import create_app
-from training import production, registry
 
 PNG = encode(band_images(1, seed=2)[0][0])
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.batcher import MicroBatcher
 from service.errors import InferenceError, QueueFullError
+from service.inference.batcher import MicroBatcher
 
 
 def _run(coro):

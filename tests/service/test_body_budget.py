@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from service.api.parsing import BodyBudget
 from service.errors import ClientDisconnectedError, PayloadTooLargeError, QueueFullError
-from service.inputs import BodyBudget
 
 
 def receiver(*messages: dict):

@@ -1,4 +1,4 @@
-"""Keep-alive connections spread over the workers (``service.connection_balance``): the
+"""Keep-alive connections spread over the workers (``service.workers.connection_balance``): the
 decisions of one worker against its siblings' counts, and the real gunicorn server moving
 connections that all landed on one worker."""
 
@@ -12,7 +12,7 @@ import pytest
 from service_support import encode, table_of
 
 from service import metrics
-from service.connection_balance import ConnectionBalance
+from service.workers.connection_balance import ConnectionBalance
 
 
 def balance_of(table, slot: int = 0, *, serving: bool = True) -> ConnectionBalance:

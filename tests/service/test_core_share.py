@@ -1,4 +1,4 @@
-"""Borrowing idle workers' cores (``service.core_share``): the shared table across a real fork,
+"""Borrowing idle workers' cores (``service.workers.core_share``): the shared table across a real fork,
 the choice of threads, and the real gunicorn server wiring it up."""
 
 import math
@@ -12,8 +12,8 @@ import torch
 from service_support import encode, read_answer, table_of
 
 from service import core_share, worker_table
-from service.core_share import BUSY_HOLD_S, CoreShare, usable_cores
-from service.worker_table import WorkerTable
+from service.workers.core_share import BUSY_HOLD_S, CoreShare, usable_cores
+from service.workers.worker_table import WorkerTable
 
 
 def share(table: WorkerTable, slot: int) -> CoreShare:

@@ -1,4 +1,4 @@
-"""``service.form_fast``, the fast path for canonical form uploads, against the multipart
+"""``service.api.multipart_fast``, the fast path for canonical form uploads, against the multipart
 library it shortcuts: on generated bodies of every shape, legal or not, ``parse_images``
 answers the same with and without the fast path; and what real clients send takes it."""
 
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import service.inputs
+import service.api.parsing
+from service.api.multipart_fast import split_files
+from service.api.parsing import parse_images
 from service.errors import ServiceError
-from service.form_fast import split_files
-from service.inputs import parse_images
 
 MAX_IMAGES = 4
 CANONICAL_BOUNDARIES = ["----WebKitFormBoundary7MA4YWxkTrZu0gW", "b0undary", "a'()+_,./:=?-z"]
@@ -95,7 +95,7 @@ def test_the_fast_path_never_changes_what_parse_images_answers(body_and_type):
     content_type, body = body_and_type
     with_fast_path = outcome(content_type, body)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service.inputs, "split_files", lambda *args, **kwargs: None)
+        patch.setattr(service.api.parsing, "split_files", lambda *args, **kwargs: None)
         library_only = outcome(content_type, body)
     assert with_fast_path == library_only
 

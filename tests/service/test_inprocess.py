@@ -19,11 +19,11 @@ from service_support import (
 )
 
 from service.app import create_app
-from service.batch_runner import BatchRunner
-from service.core_share import usable_cores
-from service.loader import warmup_sizes
-from service.predictor import Predictor
+from service.inference.loading import warmup_sizes
+from service.inference.predictor import Predictor
+from service.inference.runner import BatchRunner
 from service.settings import Settings
+from service.workers.core_share import usable_cores
 
 PNG = encode(band_images(1, seed=2)[0][0])
 
@@ -147,17 +147,16 @@ def test_fp16_is_refused_on_cpu_at_startup(trained_registry):
 
 def test_auto_precision_is_bf16_only_for_convolutions_on_native_bf16_cpus():
     import models
-    from service.loader import resolve_precision
-    from training.runtime import cpu_has_bf16
+    from artifacts.devices import cpu_has_bf16, serving_dtype
 
     cpu = torch.device("cpu")
     mlp = models.build_model("mlp", num_classes=10, in_channels=1, image_size=(28, 28))
     cnn = models.build_model("cnn", num_classes=10, in_channels=1, image_size=(28, 28))
-    assert resolve_precision("auto", cpu, mlp) == torch.float32
-    assert resolve_precision("auto", cpu, cnn) == (
+    assert serving_dtype("auto", cpu, mlp) == torch.float32
+    assert serving_dtype("auto", cpu, cnn) == (
         torch.bfloat16 if cpu_has_bf16() else torch.float32)
-    assert resolve_precision("fp32", cpu, cnn) == torch.float32
-    assert resolve_precision("bf16", cpu, mlp) == torch.bfloat16
+    assert serving_dtype("fp32", cpu, cnn) == torch.float32
+    assert serving_dtype("bf16", cpu, mlp) == torch.bfloat16
 
 
 def test_cuda_warms_every_batch_size_the_batcher_can_form():
@@ -186,7 +185,7 @@ def test_images_with_many_pixels_are_decoded_off_the_inference_thread(registry_c
 
     from PIL import Image as PILImage
 
-    import service.imaging as imaging
+    import service.inference.imaging as imaging
 
     decoded_on: dict[tuple[int, int], str] = {}
     original = imaging.image_pixels
@@ -213,8 +212,8 @@ def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_
 
     from PIL import Image as PILImage
 
-    from service.inputs import RawImage
-    from service.loader import load_model
+    from service.api.parsing import RawImage
+    from service.inference.loading import load_model
 
     big = encode(PILImage.new("L", (4000, 4000)))  # 16 Mpx, ~60 ms to decode in the pool
     settings = inprocess_settings(registry_copy, max_queue=4, max_batch_size=4,

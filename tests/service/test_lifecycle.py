@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from service_support import MODEL, TOKEN, band_images, encode, republish
 
-from training import production, registry
+from artifacts import production, registry
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

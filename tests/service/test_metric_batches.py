@@ -1,4 +1,4 @@
-"""Metric writes in bulk (service.metric_batches) give exactly what one write per observation
+"""Metric writes in bulk (service.workers.metric_batches) give exactly what one write per observation
 gives, in a single process and in prometheus_client's multiprocess mode, and held-back request
 metrics reach the registry when the worker falls idle or the flush interval has passed."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from service import metric_batches
-from service.metric_batches import PendingMetrics, observe_many
+from service.workers.metric_batches import PendingMetrics, observe_many
 
 BUCKETS = (0.25, 0.5, 1.0, 2.0)
 # Binary fractions, so that the sum is exact in any order; on the bounds, between them, above
@@ -60,7 +60,7 @@ def test_observe_many_matches_observe_in_multiprocess_mode(tmp_path):
     script = textwrap.dedent(f"""
         from prometheus_client import CollectorRegistry, Histogram, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
-        from service.metric_batches import observe_many
+        from service.workers.metric_batches import observe_many
         one = Histogram("one_seconds", "h", buckets={BUCKETS!r})
         bulk = Histogram("bulk_seconds", "h", buckets={BUCKETS!r})
         for value in {VALUES!r}:

@@ -8,15 +8,15 @@ import torch
 from PIL import Image, ImageOps
 from service_support import MODEL, band_images, encode, reference_probabilities
 
-from service.batch_runner import BatchRunner, Job
-from service.core_share import CoreShare
-from service.imaging import ImageDecodeError, decode_image, decode_opened, open_images
-from service.inputs import RawImage
+from artifacts import registry
+from artifacts.preprocess import EvalTransform, InputSpec, image_to_uint8, pixels_to_uint8
+from service.api.parsing import RawImage
+from service.inference.imaging import ImageDecodeError, decode_image, decode_opened, open_images
+from service.inference.runner import BatchRunner, Job
 from service.settings import Settings
-from training import registry
-from training.datasets import load_imagefolder
+from service.workers.core_share import CoreShare
+from training.data.sources import load_imagefolder
 from training.local_predict import predict_files
-from training.preprocess import EvalTransform, InputSpec, image_to_uint8, pixels_to_uint8
 
 GREY = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.25,))
 RGB = InputSpec(channels=3, height=32, width=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
@@ -91,7 +91,7 @@ def test_predictor_matches_training_evaluation_and_local_predict(trained_registr
         path = tmp_path / f"{i}.png"
         path.write_bytes(encode(Image.fromarray(array).resize((56, 56))))  # resized on load
         paths.append(path)
-    from service.loader import load_model
+    from service.inference.loading import load_model
 
     loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
     files = [RawImage(p.name, p.read_bytes()) for p in paths]
@@ -122,7 +122,7 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
     """Small requests are decoded on the inference thread, several in one batch: one request's
     bad file must not fail the others, and its error names the file and its index."""
     from service.errors import InvalidImageError
-    from service.loader import load_model
+    from service.inference.loading import load_model
 
     arrays, _ = band_images(3, seed=4)
     good = [RawImage(f"{i}.png", encode(array)) for i, array in enumerate(arrays)]

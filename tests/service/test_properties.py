@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from artifacts.preprocess import InputSpec
+from service.api.parsing import MAX_TOP_K, parse_images, parse_predict_query
 from service.errors import ServiceError
-from service.imaging import ImageDecodeError, decode_image
-from service.inputs import MAX_TOP_K, parse_images, parse_predict_query
-from training.preprocess import InputSpec
+from service.inference.imaging import ImageDecodeError, decode_image
 
 GREY = InputSpec(1, 28, 28, (0.5,), (0.5,))
 RGB = InputSpec(3, 32, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -125,7 +125,7 @@ def test_any_body_parses_to_images_or_a_4xx_error(content_type, body):
 @PROPERTY
 @given(st.binary(max_size=200))
 def test_any_query_gives_a_valid_top_k_or_a_400(query):
-    """The /predict handler parses its query by hand (service.inputs): whatever arrives, it
+    """The /predict handler parses its query by hand (service.api.parsing): whatever arrives, it
     yields a top_k in range and the raw model name, or a 400."""
     try:
         top_k, model = parse_predict_query(query)

@@ -22,10 +22,10 @@ from service_support import (
     wait_ready,
 )
 
+from artifacts import registry
 from service import admin
 from service.app import create_app
 from service.settings import Settings
-from training import registry
 
 PNG = encode(band_images(1, seed=4)[0][0])
 SKIP_DIRS = {".venv", ".git", "build", "dist", "node_modules", "__pycache__", ".ruff_cache"}

@@ -17,8 +17,8 @@ import pytest
 import torch
 from service_support import MODEL, assert_clean_error, band_images, encode, read_answer, republish
 
-from training import production, registry
-from training.storage import atomic_write_bytes, sha256_file
+from artifacts import production, registry
+from artifacts.storage import atomic_write_bytes, sha256_file
 
 PNG = encode(band_images(1, seed=5)[0][0])
 HEADERS = {"Content-Type": "image/png"}

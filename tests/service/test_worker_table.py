@@ -1,4 +1,4 @@
-"""The table the gunicorn workers share (``service.worker_table``): slots handed out and taken
+"""The table the gunicorn workers share (``service.workers.worker_table``): slots handed out and taken
 back by the master, entries seen across a real fork."""
 
 import math
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from service_support import table_of
 
-from service import worker_table
-from service.worker_table import NOT_SERVING, WorkerTable
+from service.workers import worker_table
+from service.workers.worker_table import NOT_SERVING, WorkerTable
 
 
 def test_the_master_gives_each_live_worker_its_own_slot(monkeypatch):

@@ -4,7 +4,7 @@ and readers of what a run leaves in the registry."""
 import json
 from pathlib import Path
 
-from training import registry
+from artifacts import registry
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "toy"

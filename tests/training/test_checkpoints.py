@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import storage
+from artifacts import storage
+from artifacts.storage import CorruptFileError
 from training.checkpoint import load_checkpoint
-from training.storage import CorruptFileError
 from training.train import main
 
 DESIGN_KEYS = {"epoch", "global_step", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",

@@ -6,8 +6,8 @@ from PIL import Image
 
 from tests.conftest import make_idx_dir, make_imagefolder
 from training.config import TrainConfig
-from training.data import load_data
-from training.datasets import DatasetNotFoundError, load_mnist_family, read_idx
+from training.data.sources import DatasetNotFoundError, load_mnist_family, read_idx
+from training.data.splits import load_data
 
 
 def test_debian_layout_of_gzipped_idx_files_loads(idx_dir):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import registry
+from artifacts import registry
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 

@@ -1,7 +1,8 @@
 import torch
 
-from training.datasets import ImageTensors
-from training.loader import BatchAugment, BatchLoader, split_holdout
+from training.data.batches import BatchAugment, BatchLoader
+from training.data.sources import ImageTensors
+from training.data.splits import split_holdout
 
 
 def _data(n: int = 50) -> ImageTensors:

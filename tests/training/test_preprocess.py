@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.preprocess import EvalTransform, InputSpec, image_to_uint8
+from artifacts.preprocess import EvalTransform, InputSpec, image_to_uint8
 
 GRAY = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.25,))
 RGB = InputSpec(channels=3, height=8, width=8, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))

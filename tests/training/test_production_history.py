@@ -1,4 +1,4 @@
-"""The production pointer and its promotion history (training.production): promote, rollback,
+"""The production pointer and its promotion history (artifacts.production): promote, rollback,
 repair, the lock."""
 
 import logging
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training import production, registry
-from training.registry import RegistryError
+from artifacts import locks, production, registry
+from artifacts.registry import RegistryError
 
 NAME = "fmnist"
 
@@ -65,7 +65,7 @@ def test_a_promotions_log_that_cannot_be_appended_keeps_the_promotion(reg, caplo
     log_path = reg / NAME / production.PROMOTIONS_LOG
     log_path.unlink()
     log_path.mkdir()  # appending now fails with IsADirectoryError
-    with caplog.at_level(logging.ERROR, logger="training.registry"):
+    with caplog.at_level(logging.ERROR, logger="artifacts.registry"):
         _promote(reg, "2")
     assert registry.read_production(reg, NAME) == "2"
     assert "rollback will not know this step" in caplog.text
@@ -125,7 +125,7 @@ def test_a_filesystem_without_locks_still_allows_rollback(reg, monkeypatch, capl
         raise OSError(errno.ENOLCK, "No locks available")
 
     _promote(reg, "1", "2")
-    monkeypatch.setattr(production.fcntl, "flock", no_locks)
-    with caplog.at_level(logging.WARNING, logger="training.registry"):
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="artifacts.production"):
         assert production.rollback(reg, NAME) == "1"
     assert "cannot lock the registry" in caplog.text

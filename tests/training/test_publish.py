@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from training import production, registry
-from training.registry import ArtifactValidationError, RegistryError
+from artifacts import production, registry
+from artifacts.registry import ArtifactValidationError, RegistryError
 from training.train import main
 
 
@@ -24,8 +24,8 @@ def test_published_artifact_holds_the_design_metadata(tiny_config):
 
 
 def test_loaded_artifact_reproduces_the_reported_test_accuracy(tiny_config):
-    from training.data import load_data
-    from training.preprocess import EvalTransform
+    from artifacts.preprocess import EvalTransform
+    from training.data.splits import load_data
 
     cfg = tiny_config()
     result = main(cfg)
@@ -87,7 +87,7 @@ def test_model_names_cannot_escape_the_registry(name, tmp_path):
 def _publish_untrained(reg, edit=None) -> str:
     """An untrained MLP, published; ``edit(metadata)`` then rewrites its metadata.json."""
     import models
-    from training.preprocess import InputSpec
+    from artifacts.preprocess import InputSpec
 
     spec = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.5,))
     model = models.build_model("mlp", num_classes=3, in_channels=1, image_size=(28, 28))

@@ -1,6 +1,6 @@
 """The promotion rule: when ``decide`` promotes a candidate over production (margin and floor)."""
 
-from training.schedule_compare import decide
+from training.retrain.compare import decide
 
 
 def test_decide_promotes_an_equal_candidate_with_zero_margin():

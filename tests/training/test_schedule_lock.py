@@ -11,9 +11,9 @@ import time
 import pytest
 from schedule_support import NAME, REPO, production, reports
 
-from training import registry
-from training.schedule import EXIT_BUSY, EXIT_OK, run_schedule
-from training.schedule_lock import LockBusyError, RunLock
+from artifacts import registry
+from training.retrain.lock import LockBusyError, RunLock
+from training.retrain.loop import EXIT_BUSY, EXIT_OK, run_schedule
 
 
 def test_lock_refuses_a_second_holder(tmp_path):
@@ -31,7 +31,7 @@ def test_lock_of_a_crashed_holder_is_detected_as_stale(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             sys.path.insert(0, {str(REPO)!r})
-            from training.schedule_lock import RunLock
+            from training.retrain.lock import RunLock
             RunLock({str(path)!r}).acquire()
             print("locked", flush=True)
             time.sleep(60)

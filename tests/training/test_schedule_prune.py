@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from schedule_support import NAME, production, reports
 
-from training import registry
-from training.production import promote, prune_versions
-from training.schedule import EXIT_OK, run_schedule
-from training.schedule_run import prune_runs
+from artifacts import registry
+from artifacts.production import promote, prune_versions
+from training.retrain.loop import EXIT_OK, run_schedule
+from training.retrain.run import prune_runs
 
 
 def _fake_version(registry_dir: Path, version: str) -> None:

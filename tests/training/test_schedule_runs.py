@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 from schedule_support import BAD, GOOD, NAME, production, reports
 
+from artifacts import registry
+from artifacts.production import previous_production, promote
 from tests.conftest import make_imagefolder
-from training import registry
-from training.production import previous_production, promote
-from training.schedule import EXIT_FAILED, EXIT_NO_MODEL, EXIT_OK, run_schedule
+from training.retrain.loop import EXIT_FAILED, EXIT_NO_MODEL, EXIT_OK, run_schedule
 
 
 def test_first_run_promotes_and_writes_a_report(job_env):
@@ -146,21 +146,21 @@ def test_tampered_production_is_replaced_by_a_good_candidate(job_env):
 
 
 def test_an_operators_promotion_during_the_comparison_is_not_overwritten(job_env, monkeypatch):
-    import training.schedule_run
+    import training.retrain.run
 
     job_env(**BAD)
     assert run_schedule(once=True) == EXIT_OK  # v1 in production
     job_env(**GOOD, SCHEDULE_PROMOTION_MARGIN="1")
     assert run_schedule(once=True) == EXIT_OK  # v2 published, kept
     job_env(SCHEDULE_PROMOTION_MARGIN="0")
-    real = training.schedule_run.score_production
+    real = training.retrain.run.score_production
 
     def operator_promotes_v2_meanwhile(*args, **kwargs):
         score = real(*args, **kwargs)
         promote(job_env.registry, NAME, "2")
         return score
 
-    monkeypatch.setattr(training.schedule_run, "score_production", operator_promotes_v2_meanwhile)
+    monkeypatch.setattr(training.retrain.run, "score_production", operator_promotes_v2_meanwhile)
     assert run_schedule(once=True) == EXIT_OK
     assert production(job_env.registry) == "2"  # the operator's choice stands
     last = reports(job_env.registry)[-1]

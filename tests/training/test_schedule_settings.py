@@ -2,8 +2,8 @@
 
 import pytest
 
-from training.schedule import EXIT_CONFIG, run_schedule
-from training.schedule_settings import load_recipe
+from training.retrain.loop import EXIT_CONFIG, run_schedule
+from training.retrain.settings import load_recipe
 
 
 def test_invalid_settings_exit_2_naming_the_variable(job_env, caplog):

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 from schedule_support import NAME, REPO, production, reports
 
-from training.schedule import EXIT_OK, Scheduler, run_schedule
-from training.schedule_settings import ScheduleSettings, load_recipe
+from training.retrain.loop import EXIT_OK, Scheduler, run_schedule
+from training.retrain.settings import ScheduleSettings, load_recipe
 
 
 def _scheduler(**env: str) -> Scheduler:
@@ -86,14 +86,13 @@ def test_sigterm_interrupts_a_run_without_promoting(job_env):
 
 def test_an_error_raised_while_stopping_counts_as_an_interruption(job_env, monkeypatch):
     """A signal inside torch's C++ writer surfaces as RuntimeError; it must still be a stop."""
-    from training import schedule_run
-    from training.schedule_run import Interrupted, RetrainRun
-    from training.schedule_settings import ScheduleSettings
+    from training.retrain.run import Interrupted, RetrainRun
+    from training.retrain.settings import ScheduleSettings
 
     def crash(self):
         raise RuntimeError("PytorchStreamWriter failed writing file data/0")
 
-    monkeypatch.setattr(schedule_run.RetrainRun, "_run", crash)
+    monkeypatch.setattr(RetrainRun, "_run", crash)
     settings = ScheduleSettings()
     run = RetrainRun(settings, {}, NAME, stopping=lambda: True)
     with pytest.raises(Interrupted):

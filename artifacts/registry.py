@@ -1,0 +1,272 @@
+"""The published model registry: the one owner of the artifact format (see DESIGN.md).
+
+    registry/<model>/<version>/{weights.pt, metadata.json}   immutable once published
+    registry/<model>/production                               one line: the serving version
+    registry/<model>/promotions.log                           one line per promotion (rollback)
+
+Training publishes through :func:`publish`; the service reads through :func:`load_artifact`,
+so both agree on the format by construction. Changing the production pointer (promote,
+rollback, and the pruning that must spare their versions) is :mod:`artifacts.production`.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import models
+from artifacts.preprocess import InputSpec
+from artifacts.storage import (
+    CorruptFileError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    fsync_dir,
+    safe_torch_load,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.pt"
+METADATA_FILE = "metadata.json"
+POINTER_FILE = "production"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be carried out (missing model, bad version ...)."""
+
+
+class ArtifactValidationError(RegistryError):
+    """An artifact whose files do not match its metadata (hash, architecture, class count)."""
+
+
+def validate_name(name: str) -> str:
+    """Model names become directory names: allow no path separators, dots-only or odd bytes."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or set(name) <= {"."}:
+        raise RegistryError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def validate_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise RegistryError(f"invalid version {version!r}: versions are positive integers")
+    return version
+
+
+def model_dir(registry: Path, name: str) -> Path:
+    return Path(registry) / validate_name(name)
+
+
+def list_versions(registry: Path, name: str) -> list[str]:
+    """Published versions of ``name``, oldest first (temp directories are not versions)."""
+    directory = model_dir(registry, name)
+    if not directory.is_dir():
+        return []
+    versions = [p.name for p in directory.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+    return sorted(versions, key=int)
+
+
+def read_production(registry: Path, name: str) -> str | None:
+    """The version the production pointer names, or None when nothing is promoted yet."""
+    pointer = model_dir(registry, name) / POINTER_FILE
+    try:
+        text = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise RegistryError(f"the production pointer of {name} is not text") from None
+    return validate_version(text)
+
+
+def build_metadata(
+    *,
+    name: str,
+    architecture: str,
+    architecture_kwargs: dict[str, Any],
+    class_labels: list[str],
+    input_spec: InputSpec,
+    metrics: dict[str, float],
+    dataset: str,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """The metadata of an artifact before publication (version, hash and date are added then)."""
+    return {
+        "name": name,
+        "architecture": architecture,
+        "architecture_kwargs": architecture_kwargs,
+        "class_labels": list(class_labels),
+        "input": input_spec.to_dict(),
+        "metrics": metrics,
+        "dataset": dataset,
+        "config": config,
+    }
+
+
+def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
+    """Publish a new immutable version; returns its number.
+
+    The version is built under a temp directory and renamed into place, so readers (and a
+    crash) never see a half-written version; ``os.rename`` onto an existing directory fails,
+    which also keeps two concurrent publishers from taking the same number.
+    """
+    name = validate_name(metadata["name"])
+    directory = model_dir(registry, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        atomic_torch_save(state_dict, staging / WEIGHTS_FILE)
+        for _ in range(100):
+            existing = list_versions(registry, name)
+            version = str(int(existing[-1]) + 1 if existing else 1)
+            full = {
+                **metadata,
+                "version": version,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "weights_sha256": sha256_file(staging / WEIGHTS_FILE),
+            }
+            atomic_write_bytes(staging / METADATA_FILE, json.dumps(full, indent=2).encode())
+            try:
+                os.rename(staging, directory / version)
+            except OSError:
+                if (directory / version).exists():
+                    continue  # another publisher took this number: take the next one
+                raise
+            fsync_dir(directory)
+            log.info("published %s version %s to %s", name, version, directory / version)
+            return version
+        raise RegistryError(f"could not allocate a version number for {name}")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class Artifact:
+    """A published model, verified and ready to run on CPU."""
+
+    metadata: dict[str, Any]
+    model: nn.Module
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    @property
+    def class_labels(self) -> list[str]:
+        return self.metadata["class_labels"]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.metadata["input"])
+
+
+_FIELD_TYPES = {"name": str, "version": str, "architecture": str, "weights_sha256": str,
+                "metrics": dict, "dataset": (str, type(None)), "created_at": (str, type(None))}
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads((version_dir / METADATA_FILE).read_text("utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{version_dir} has no {METADATA_FILE}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not a JSON object")
+    required = ("name", "version", "architecture", "architecture_kwargs", "class_labels", "input",
+                "weights_sha256")
+    missing = [key for key in required if key not in metadata]
+    if missing:
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} lacks {', '.join(missing)}")
+    # Fields the service shows as they are (GET /models): the wrong type is a broken file.
+    wrong = [key for key, kind in _FIELD_TYPES.items()
+             if key in metadata and not isinstance(metadata[key], kind)]
+    if wrong:
+        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} has fields of the wrong "
+                                      f"type: {', '.join(wrong)}")
+    return metadata
+
+
+def _rebuild(metadata: dict[str, Any]) -> tuple[nn.Module, InputSpec, list[str]]:
+    """The architecture ``metadata`` describes, untrained; malformed fields raise KeyError,
+    TypeError or ValueError (a hand-edited file, or a future format this code does not know)."""
+    labels = metadata["class_labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise TypeError(f"class_labels must be a non-empty list of strings, got {labels!r:.80}")
+    kwargs = metadata["architecture_kwargs"]
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"architecture_kwargs must be an object, got {kwargs!r:.80}")
+    spec = InputSpec.from_dict(metadata["input"])
+    model = models.build_model(metadata["architecture"], num_classes=len(labels),
+                               in_channels=spec.channels, image_size=spec.size, **kwargs)
+    return model, spec, labels
+
+
+def load_artifact(registry: Path, name: str, version: str | None = None) -> Artifact:
+    """Load and verify a published version (production when ``version`` is None).
+
+    Checks, in order: the sha256 of ``weights.pt`` against the metadata, a weights-only load,
+    that the architecture rebuilt from metadata accepts the state_dict exactly (strict), and
+    that its output width equals the number of class labels. The model is returned in
+    ``eval()`` mode on CPU.
+    """
+    if version is None:
+        version = read_production(registry, name)
+        if version is None:
+            raise RegistryError(f"{name} has no production version in {registry}")
+    version_dir = model_dir(registry, name) / validate_version(version)
+    metadata = read_metadata(version_dir)
+    if (metadata["name"], str(metadata["version"])) != (name, version):
+        raise ArtifactValidationError(
+            f"{version_dir / METADATA_FILE} describes {metadata['name']!r} version "
+            f"{metadata['version']!r}, not {name!r} version {version!r} (copied by hand?)")
+    weights = version_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise RegistryError(f"{version_dir} has no {WEIGHTS_FILE}")
+    digest = sha256_file(weights)
+    if digest != metadata["weights_sha256"]:
+        raise ArtifactValidationError(
+            f"{weights} sha256 {digest[:12]}... does not match metadata "
+            f"{str(metadata['weights_sha256'])[:12]}...: the file was modified or truncated"
+        )
+    try:
+        state_dict = safe_torch_load(weights)
+    except CorruptFileError as exc:
+        raise ArtifactValidationError(str(exc)) from exc
+    try:
+        model, spec, labels = _rebuild(metadata)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactValidationError(
+            f"{version_dir / METADATA_FILE} does not describe a model that can be built: "
+            f"{type(exc).__name__}: {exc}") from exc
+    try:
+        model.load_state_dict(state_dict, strict=True)
+        model.eval()
+        with torch.inference_mode():
+            logits = model(torch.zeros(1, spec.channels, spec.height, spec.width))
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
+        raise ArtifactValidationError(f"{weights} does not fit {metadata['architecture']}: {exc}") from exc
+    if logits.shape != (1, len(labels)):
+        raise ArtifactValidationError(
+            f"{name} v{version}: model outputs {tuple(logits.shape)} but there are {len(labels)} labels"
+        )
+    return Artifact(metadata=metadata, model=model, path=version_dir)

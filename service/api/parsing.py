@@ -1,0 +1,237 @@
+"""Request body -> the image files it carries, for the three input formats of ``POST /predict``.
+
+- ``multipart/form-data``: every file part is an image, in order (``curl -F file=@a.png``);
+- ``image/*``: the body is one image file;
+- ``application/json``: ``{"images": ["<base64>", ...]}``.
+
+Torch-free: this only finds the bytes; :mod:`service.inference.imaging` decodes them.
+"""
+
+import binascii
+import itertools
+import re
+from base64 import b64decode
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import msgspec
+import multipart
+from litestar.types import Receive
+from pydantic import ValidationError
+
+from service.api.multipart_fast import split_files
+from service.errors import (
+    BadRequestError,
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    QueueFullError,
+    UnsupportedMediaTypeError,
+)
+from service.schemas import PredictJsonRequest
+
+ACCEPTED_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/json")
+# Vector formats need a renderer (a large attack surface): refused by type, and by content in
+# service.inference.imaging when they come under another name.
+VECTOR_MEDIA_TYPES = ("image/svg+xml", "image/svg")
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+_URL_SAFE = str.maketrans("-_", "+/")
+MAX_TOP_K = 1000
+_TOP_K = re.compile(r"^[0-9]{1,4}$")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """One uploaded file, before decoding."""
+
+    filename: str | None
+    data: bytes
+
+
+class BodyBudget:
+    """Request bodies of ``POST /predict``, read with two bounds: each body at most ``max_body``
+    bytes (413, ``MAX_BODY_BYTES``, refused as soon as it is announced or streamed past it), and
+    at most ``limit`` bytes of bodies held by this worker at once (``MAX_INFLIGHT_BYTES``):
+    beyond it a request is refused with 503 (``Retry-After``) instead of buffered, so many
+    concurrent large uploads cannot exhaust memory.
+
+    Only bytes actually received count, so a client that announces a large body and sends
+    nothing blocks nobody; an empty budget always admits one request, however large.
+    """
+
+    def __init__(self, limit: int, *, max_body: int) -> None:
+        self.limit = limit
+        self.max_body = max_body
+        self.in_use = 0
+
+    def _refuse(self) -> QueueFullError:
+        return QueueFullError(
+            f"this worker is already receiving {self.in_use} bytes of request bodies "
+            f"(MAX_INFLIGHT_BYTES={self.limit}); retry shortly"
+        )
+
+    def _too_large(self, size: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"request body of {size} bytes or more exceeds MAX_BODY_BYTES={self.max_body}")
+
+    async def read(self, receive: Receive, announced: int | None) -> bytes:
+        """The whole body, from the ASGI ``receive`` of a request whose ``Content-Length`` is
+        ``announced``; the caller must :meth:`release` ``len(body)``."""
+        if announced is not None and announced > self.max_body:
+            raise self._too_large(announced)
+        if announced and self.in_use and self.in_use + announced > self.limit:
+            raise self._refuse()
+        chunks: list[bytes] = []
+        taken = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnectedError(
+                        f"the client went away after sending {taken} bytes of its body")
+                chunk = message.get("body", b"")
+                if chunk:
+                    taken += len(chunk)
+                    self.in_use += len(chunk)
+                    if taken > self.max_body:
+                        raise self._too_large(taken)
+                    if self.in_use > self.limit and self.in_use > taken:
+                        raise self._refuse()
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            self.in_use -= taken
+            raise
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+
+
+def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:
+    """``top_k`` (1 when absent) and ``model`` (None when absent) of a ``/predict`` query;
+    400 for a value that is not one. Other parameters are ignored. The model name itself is
+    checked where it is used (``Predictor.slot``)."""
+    if not query_string:  # most requests: no parsing (parse_qsl was ~1% of the loop's CPU)
+        return 1, None
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in ("top_k", "model"):
+            if name in values:
+                raise BadRequestError(f"{name} is given more than once")
+            values[name] = value
+    text = values.get("top_k", "1")
+    if not _TOP_K.match(text) or not 1 <= int(text) <= MAX_TOP_K:
+        raise BadRequestError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
+    return int(text), values.get("model")
+
+
+def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> list[RawImage]:
+    """Split a request body into image files; raise a 4xx domain error for a bad request."""
+    media_type, options = multipart.parse_options_header(content_type or "")
+    media_type = media_type.lower()
+    if media_type == "multipart/form-data":
+        images = _from_multipart(body, options.get("boundary"), max_images=max_images)
+    elif media_type.startswith("image/"):
+        if media_type in VECTOR_MEDIA_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"SVG ({media_type}) is not supported: send a raster image (PNG, JPEG, ...)"
+            )
+        images = [RawImage(filename=None, data=body)]
+    elif media_type == "application/json":
+        images = _from_json(body, max_images=max_images)
+    else:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type or '(none)'!r} is not supported; "
+            f"send one of: {', '.join(ACCEPTED_MEDIA_TYPES)}"
+        )
+    if not images or (len(images) == 1 and not images[0].data):
+        raise BadRequestError("the request carries no image")
+    _check_count(len(images), max_images)
+    return images
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count > max_images:
+        raise PayloadTooLargeError(
+            f"{count} images in one request; at most MAX_IMAGES={max_images} are accepted"
+        )
+
+
+def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> list[RawImage]:
+    if not boundary:
+        raise BadRequestError("multipart/form-data without a boundary parameter")
+    files = split_files(body, boundary.encode(), max_parts=max_images)
+    if files is not None:  # the canonical shape, split fast; the library decides the others
+        return [RawImage(filename=name, data=data) for name, data in files]
+    images: list[RawImage] = []
+    segment: multipart.MultipartSegment | None = None
+    chunks: list[bytes] = []
+    # One more segment than allowed so that "too many images" is told apart from bad syntax.
+    parser = multipart.PushMultipartParser(boundary.encode(), max_segment_count=max_images + 1)
+    try:
+        with parser:
+            for event in itertools.chain(parser.parse(body), parser.parse(b"")):
+                if isinstance(event, multipart.MultipartSegment):
+                    segment, chunks = event, []
+                elif event:
+                    chunks.append(bytes(event))
+                elif segment is not None:  # None marks the end of a segment
+                    if segment.filename is None:
+                        raise BadRequestError(
+                            f"multipart field {segment.name!r} is not a file; send each image "
+                            "as a file part (curl -F 'file=@image.png')"
+                        )
+                    images.append(RawImage(filename=segment.filename, data=b"".join(chunks)))
+                    segment = None
+    except multipart.ParserLimitReached as exc:
+        if len(images) > max_images:  # the segment count, else a header size or count limit
+            raise PayloadTooLargeError(f"more than {max_images} images in one request; at most "
+                                       f"MAX_IMAGES={max_images} are accepted") from None
+        raise BadRequestError(f"malformed multipart/form-data body: {exc}") from None
+    except multipart.MultipartError as exc:
+        raise BadRequestError(f"malformed multipart/form-data body: {exc}") from None
+    return images
+
+
+def _from_json(body: bytes, *, max_images: int) -> list[RawImage]:
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's guard against deeply nested arrays/objects
+        raise BadRequestError("body is not valid JSON: nested too deeply") from None
+    if isinstance(payload, dict) and isinstance(payload.get("images"), list):
+        _check_count(len(payload["images"]), max_images)  # before validating a huge list
+    try:
+        request = PredictJsonRequest.model_validate(payload)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BadRequestError(
+            f'expected {{"images": ["<base64>", ...]}}: {reasons}'
+        ) from None
+    images = []
+    for index, text in enumerate(request.images):
+        text = _DATA_URL.sub("", text.strip(), count=1)
+        try:
+            data = b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            data = _lenient_b64decode(text, index)
+        images.append(RawImage(filename=f"images[{index}]", data=data))
+    return images
+
+
+def _lenient_b64decode(text: str, index: int) -> bytes:
+    """The slow path for what common encoders produce besides strict base64: line breaks
+    (``base64 file.png`` wraps at 76 columns), the URL-safe alphabet, missing padding."""
+    compact = "".join(text.split()).translate(_URL_SAFE).rstrip("=")
+    if len(compact) % 4 == 1:  # no padding can fix this length
+        raise BadRequestError(f"images[{index}] is not valid base64 (bad length)")
+    try:
+        return b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(
+            f"images[{index}] is not valid base64 (use the standard or URL-safe alphabet)"
+        ) from None

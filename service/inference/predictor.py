@@ -1,0 +1,234 @@
+"""The predictor owns the models of a worker and turns image files into predictions.
+
+    parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
+    thread, ``torch.inference_mode()``, :class:`~service.inference.runner.BatchRunner`) -> encode
+    (event loop)
+
+Requests are decoded on the inference thread together with their batch, so the event loop
+keeps only HTTP work: health checks, metrics and refusals answer promptly however busy the
+model is. A request whose headers announce more than ``DECODE_INLINE_PIXELS`` pixels comes
+back undecoded (:class:`~service.inference.runner.DecodeInPool`); it is decoded in a thread pool
+here and queues again as pixels, like requests of more than ``MAX_BATCH_SIZE`` images, which
+go to the pool directly.
+
+The ``/predict`` route (``service.api.predict``) calls :meth:`Predictor.predict` with raw
+files and gets the JSON body back; it never sees a tensor. Each served model name has a
+:class:`ModelSlot` holding the version being served; hot reload (``service.inference.reloader``) swaps
+``slot.current`` atomically, and requests that already queued for the old version finish on
+it, because the batcher groups by version.
+"""
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from artifacts.devices import resolve_device
+from artifacts.registry import RegistryError, validate_name
+from service import metrics
+from service.api.parsing import BodyBudget, RawImage
+from service.errors import (
+    BadRequestError,
+    InvalidModelNameError,
+    ModelNotReadyError,
+    UnknownModelError,
+)
+from service.inference.batcher import MicroBatcher
+from service.inference.imaging import decode_opened, install_pixel_limit, open_images
+from service.inference.loading import LoadedModel
+from service.inference.runner import BatchRunner, DecodeInPool, Job
+from service.schemas import predict_response_json
+from service.settings import Settings
+from service.workers.core_share import CoreShare
+
+log = logging.getLogger(__name__)
+
+ImageSource = Callable[[], Awaitable[list[RawImage]]]
+
+
+@dataclass(eq=False)
+class ModelSlot:
+    """A served model name: the version it serves now and the batcher feeding it."""
+
+    name: str
+    batcher: MicroBatcher[LoadedModel]
+    current: LoadedModel | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
+    # Why this slot cannot follow the production pointer now (readiness shows it; logged once).
+    problem: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Predictor:
+    """Per-worker owner of the models: load (via the reloader), decode, predict, encode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if settings.precision == "fp16" and self.device.type != "cuda":
+            raise RuntimeError("PRECISION=fp16 needs CUDA; use bf16 or fp32 on CPU")
+        self.slots: dict[str, ModelSlot] = {}
+        self.body_budget = BodyBudget(settings.max_inflight_bytes,
+                                      max_body=settings.max_body_bytes)
+        self._inference_pool: ThreadPoolExecutor | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._loader_pool: ThreadPoolExecutor | None = None
+        self.cores = CoreShare(None, None, shared_threads=settings.resolved_torch_threads,
+                               alone_threads=settings.resolved_torch_threads)
+        self.runner = BatchRunner(settings, self.cores)
+
+    async def start(self) -> None:
+        """Create the threads and batchers of this worker (models load in the background)."""
+        threads = self.settings.resolved_torch_threads
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set in this process (a second app in tests)
+            pass
+        install_pixel_limit(self.settings.max_pixels)
+        if self.device.type == "cpu":  # borrow idle workers' cores (service.workers.core_share)
+            self.cores = CoreShare.of_this_worker(
+                shared_threads=threads, alone_threads=self.settings.torch_threads_alone)
+            self.runner = BatchRunner(self.settings, self.cores)
+        # One inference thread: forwards run one at a time, each using `threads` cores.
+        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
+        self._loader_pool = ThreadPoolExecutor(1, thread_name_prefix="loader")
+        for name in self.settings.model_names:
+            batcher = MicroBatcher(
+                self.runner,
+                name=name,
+                max_batch=self.settings.max_batch_size,
+                max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                max_queue_wait_s=self.settings.max_queue_wait_ms / 1000.0,
+                executor=self._inference_pool,
+            )
+            batcher.start()
+            self.slots[name] = ModelSlot(name=name, batcher=batcher)
+            metrics.MODEL_VERSION.labels(name).set(0)
+        log.info(
+            "predictor started: models %s on %s, precision %s, %d torch thread(s) (%d while the "
+            "other workers are idle), max batch %d, wait %.1f ms", self.settings.model_names,
+            self.device, self.settings.precision, threads, self.cores.alone_threads,
+            self.settings.max_batch_size,
+            self.settings.max_batch_wait_ms,
+        )
+
+    async def stop(self) -> None:
+        for slot in self.slots.values():
+            await slot.batcher.stop()
+        for pool in (self._inference_pool, self._decode_pool, self._loader_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    async def in_loader_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking registry/model work off the event loop, one job at a time."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._loader_pool, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------ model lookup
+
+    def slot(self, name: str | None) -> ModelSlot:
+        """The slot of ``name`` (the default model when None); 400/404 for a bad name."""
+        if name is None:
+            name = self.settings.default_model
+        try:
+            validate_name(name)
+        except RegistryError as exc:
+            raise InvalidModelNameError(str(exc)) from None
+        try:
+            return self.slots[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"model {name!r} is not served here; served models: {', '.join(self.slots)}"
+            ) from None
+
+    def loaded(self, slot: ModelSlot) -> LoadedModel:
+        if slot.current is None:
+            raise ModelNotReadyError(
+                f"model {slot.name!r} is not loaded yet (no production version published, or "
+                "still loading); retry shortly"
+            )
+        return slot.current
+
+    def serving(self) -> bool:
+        """Every configured model is loaded: what ``/health/ready`` says 200 to."""
+        return all(slot.current is not None for slot in self.slots.values()) and bool(self.slots)
+
+    def install(self, slot: ModelSlot, loaded: LoadedModel) -> None:
+        """Serve ``loaded`` from now on; a single reference swap, so requests never see a mix."""
+        previous = slot.current
+        slot.current = loaded
+        metrics.MODEL_VERSION.labels(slot.name).set(int(loaded.version))
+        log.info(
+            "now serving %s v%s (was %s)", slot.name, loaded.version,
+            f"v{previous.version}" if previous else "nothing",
+        )
+
+    def shed(self, scope: dict) -> str | None:
+        """For :class:`~service.api.middleware.ObservabilityMiddleware`: a reason to refuse a
+        ``POST /predict`` for the default model at the door while its queue is full, else None
+        (requests naming a model take the normal path, which checks that model's queue)."""
+        if scope["path"] != "/predict" or b"model=" in scope["query_string"]:
+            return None
+        slot = self.slots.get(self.settings.default_model)
+        reason = slot.batcher.refusal() if slot is not None else None
+        if reason is not None:
+            slot.batcher.count_rejected()
+        return reason
+
+    # ------------------------------------------------------------------ the request path
+
+    async def predict(
+        self, read_images: ImageSource, *, model: str | None, top_k: int
+    ) -> bytes:
+        """Classify the images ``read_images()`` returns (all or none: one bad image refuses
+        the request, see docs); the JSON body of a ``PredictResponse``.
+
+        Reading the body happens in here, inside ``batcher.incoming()``, so that a batch being
+        formed knows this request is on its way and may wait ``MAX_BATCH_WAIT_MS`` for it.
+        A request the inference thread hands back (:class:`DecodeInPool`), or one of more
+        than ``MAX_BATCH_SIZE`` images, is decoded in the pool and queued again as pixels.
+        """
+        slot = self.slot(model)
+        loaded = self.loaded(slot)
+        if top_k > len(loaded.labels):
+            raise BadRequestError(
+                f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
+            )
+        slot.batcher.check_capacity()
+        limit = self.settings.max_batch_size
+        with slot.batcher.incoming():
+            files = await read_images()
+        opened = None
+        if len(files) <= limit:
+            try:  # decoded with its batch
+                results = await slot.batcher.submit_all(
+                    loaded, [(Job(top_k, files=files), len(files))])
+                return predict_response_json(loaded, results, top_k)
+            except DecodeInPool as answer:
+                opened = answer.opened  # too many pixels: the headers are read already
+        handed_back = opened is not None  # admitted and queued once already
+        started = time.perf_counter()
+        if opened is None:
+            opened = await self._in_decode_pool(open_images, files,
+                                                max_pixels=self.settings.max_pixels)
+        pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
+        self.runner.decode_time(slot.name).observe(time.perf_counter() - started)
+        # The batcher counts images: a big request goes in batch-sized chunks.
+        jobs = [Job(top_k, pixels=pixels[start:start + limit])
+                for start in range(0, len(pixels), limit)]
+        results = await slot.batcher.submit_all(
+            loaded, [(job, job.count) for job in jobs], admitted=handed_back)
+        return predict_response_json(loaded, results, top_k)
+
+    async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, functools.partial(fn, *args, **kwargs))

@@ -1,0 +1,111 @@
+"""What the inference thread does with a batch: decode what is still encoded, then one forward.
+
+The micro-batcher (``service.inference.batcher``) hands a batch of :class:`Job` to :class:`BatchRunner` on
+the worker's single inference thread. Small requests arrive still encoded and are decoded here,
+together with their batch, so that the event loop keeps only HTTP work. The runner reads each
+job's image headers first: a job announcing more than ``DECODE_INLINE_PIXELS`` pixels (bytes say
+nothing: a 16 KB PNG can hold 16 million blank pixels) is answered :class:`DecodeInPool`
+undecoded, and the predictor decodes it in a thread pool and queues it again as pixels, so that
+big images never hold up the batch of small ones behind them.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from artifacts.preprocess import pixels_to_uint8
+from service import metrics
+from service.api.parsing import RawImage
+from service.errors import InvalidImageError
+from service.inference.imaging import Opened, decode_opened, open_images
+from service.inference.loading import LoadedModel
+from service.schemas import Result
+from service.settings import Settings
+from service.workers.core_share import CoreShare
+from service.workers.metric_batches import observe_many
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request, or a batch-sized chunk of one, as the inference thread receives it: either
+    its files, still encoded, or their pixels when they were decoded before queueing."""
+
+    top_k: int
+    files: list[RawImage] | None = None
+    pixels: list[bytes] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.files if self.files is not None else self.pixels or ())
+
+
+class DecodeInPool(Exception):  # noqa: N818 - an answer of the inference thread, not an error
+    """The inference thread's answer for a job whose headers announce more pixels than
+    ``DECODE_INLINE_PIXELS``: not decoded there, so that it delays no one's batch."""
+
+    def __init__(self, opened: Opened) -> None:
+        super().__init__(f"{opened.pixels} pixels: decode in the pool")
+        self.opened = opened
+
+
+class BatchRunner:
+    """``runner(loaded, jobs)`` on the inference thread: per job, its top-k rows, the
+    ``InvalidImageError`` of its bad images (a bad image fails its own request only), or
+    :class:`DecodeInPool` for a job with too many pixels to decode here."""
+
+    def __init__(self, settings: Settings, cores: CoreShare) -> None:
+        self.max_pixels = settings.max_pixels
+        self.decode_inline_pixels = settings.decode_inline_pixels
+        self.cores = cores
+        self._decode_time: dict[str, metrics.Histogram] = {}  # labelled children, per model
+
+    def __call__(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
+        decode_times: list[float] = []
+        pixels = [self._pixels(loaded, job, decode_times) for job in jobs]
+        observe_many(self.decode_time(loaded.name), decode_times)
+        good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
+                if not isinstance(chunk, Exception)]
+        if not good:
+            return pixels  # type: ignore[return-value] - all of them errors
+        self.cores.set_threads_for_forward()
+        metrics.FORWARDS.labels(loaded.name, str(torch.get_num_threads())).inc()  # torch's own
+        with torch.inference_mode():
+            batch = pixels_to_uint8([p for _, chunk in good for p in chunk], spec=loaded.spec)
+            k = max(job.top_k for job, _ in good)
+            scores, indices = loaded.probabilities(batch).topk(k, dim=1)  # (N, k) each
+            all_scores, all_indices = scores.tolist(), indices.tolist()
+        results: list[Result | Exception] = []
+        offset = 0
+        for chunk in pixels:
+            if isinstance(chunk, Exception):
+                results.append(chunk)
+                continue
+            end = offset + len(chunk)
+            results.append((all_scores[offset:end], all_indices[offset:end]))
+            offset = end
+        return results
+
+    def _pixels(self, loaded: LoadedModel, job: Job,
+                decode_times: list[float]) -> list[bytes] | Exception:
+        """The job's pixels: decoded before queueing, or now (its time appended to
+        ``decode_times``); else why not."""
+        if job.pixels is not None:
+            return job.pixels
+        started = time.perf_counter()
+        opened = open_images(job.files or [], max_pixels=self.max_pixels)
+        if opened.pixels > self.decode_inline_pixels:
+            return DecodeInPool(opened)
+        try:
+            return decode_opened(opened, spec=loaded.spec)
+        except InvalidImageError as exc:
+            return exc
+        finally:
+            decode_times.append(time.perf_counter() - started)
+
+    def decode_time(self, name: str) -> metrics.Histogram:
+        """The decode-time histogram of model ``name`` (resolved once: the hot path observes)."""
+        child = self._decode_time.get(name)
+        if child is None:
+            child = self._decode_time[name] = metrics.DECODE_TIME.labels(name)
+        return child
