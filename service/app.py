@@ -29,7 +29,8 @@ from service.errors import exception_to_http_response
 from service.inference.predictor import Predictor
 from service.inference.reloader import Reloader
 from service.settings import Settings
-from service.workers.connection_balance import ConnectionBalance
+from service.workers.connection_balance import ConnectionBalance, HandOffMiddleware
+from service.workers.core_share import BusyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             balance.start()
         await reloader.wait_first_round(settings.startup_load_wait_s)
         # Everything alive now (torch, the framework, the model) lives as long as the worker:
-        # out of the collector's reach, full collections stop walking it, which took the p99
-        # of a loaded worker from ~140 ms to ~30 ms (bench/serve.py, c=64).
+        # out of the collector's reach, full collections stop walking it (a loaded worker's
+        # p99 under load falls several-fold; docs/performance.md).
         gc.collect()
         gc.freeze()
 
@@ -90,8 +91,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     document_predict(app.openapi_schema)  # a raw ASGI route: Litestar cannot describe it
-    # Outermost layer (outside Litestar's exception handling) so that request ids and request
-    # metrics cover every response, 404s and errors included.
-    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, shed=predictor.shed,
-                                               balance=balance)
+    # Outside Litestar's exception handling, so that request ids and request metrics cover
+    # every response, 404s and errors included.
+    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
+    _add_worker_machinery(app, predictor, balance)
     return app
+
+
+def _add_worker_machinery(app: Litestar, predictor: Predictor,
+                          balance: ConnectionBalance | None) -> None:
+    """The gunicorn workers' shared machinery, outermost (``service.workers``; what each piece
+    buys is in docs/performance.md): a worker answering a request counts as busy, so that its
+    siblings' forwards keep to their own cores; a crowded worker hands keep-alive connections
+    off to the others."""
+    app.asgi_handler = BusyMiddleware(app.asgi_handler, cores=lambda: predictor.cores)
+    if balance is not None:
+        app.asgi_handler = HandOffMiddleware(app.asgi_handler, balance)

@@ -39,7 +39,8 @@ if _own_multiproc_dir:
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "service.context.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "service.logs.RequestIdFilter"},
+                "graceful_stop": {"()": "service.logs.GracefulStopFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s "
                             "[%(request_id)s] %(message)s"},
@@ -50,7 +51,8 @@ logconfig_dict = {
     },
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
     "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False,
+                           "filters": ["graceful_stop"]},
         # uvicorn's access logger takes gunicorn.access's handlers; silent unless ACCESS_LOG=1.
         "gunicorn.access": {"level": "INFO" if accesslog else "WARNING",
                             "handlers": ["stderr"] if accesslog else [], "propagate": False},

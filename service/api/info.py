@@ -57,4 +57,5 @@ class InfoController(Controller):
          media_type=MediaType.TEXT, include_in_schema=True)
     async def metrics(self) -> Response[bytes]:
         body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
+        # As a header, not media_type: Litestar would append a second "; charset=utf-8".
+        return Response(body, headers={"content-type": content_type})

@@ -5,18 +5,15 @@ with the matched route template (bounded cardinality), never the raw path.
 """
 
 import itertools
-import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.context import REQUEST_ID
-from service.workers.connection_balance import ConnectionBalance, connection_of
+from service.logs import REQUEST_ID
 from service.workers.metric_batches import PendingMetrics
 
 log = logging.getLogger(__name__)
@@ -24,24 +21,14 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class ObservabilityMiddleware:
-    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics, and
-    ``Connection: close`` on the answers ``balance`` picks (``service.workers.connection_balance``).
+    """Request id (kept from a sane incoming ``X-Request-ID``, else new) + request metrics."""
 
-    ``shed(scope) -> str | None`` (optional) is asked first for every request: when it returns
-    a reason, the request is answered ``503`` + ``Retry-After`` right here, without routing,
-    dependency injection or reading the body. Refusing has to be much cheaper than serving, or
-    an overloaded worker spends its time refusing and serves nobody.
-    """
-
-    def __init__(self, app: ASGIApp, shed: Callable[[Scope], str | None] | None = None,
-                 balance: ConnectionBalance | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._shed = shed
-        self._balance = balance
         self._cache: dict[tuple[str, str, int], tuple] = {}
         # Ids are a random per-worker prefix + a counter: unique across workers and restarts,
         # with no syscall per request (os.urandom releases the GIL, which hands the event loop's
-        # turn to the inference thread; py-spy showed it in 13% of the loop's samples at c=64).
+        # turn to the inference thread).
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count()
         # Request metrics are written in bulk (service.workers.metric_batches): when the worker falls
@@ -67,45 +54,30 @@ class ObservabilityMiddleware:
                 self._pending.flush()
             return
         request_id = ""
-        keep_alive = scope.get("http_version") != "1.0"  # uvicorn closes HTTP/1.0 connections
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 request_id = candidate if _CLIENT_ID.match(candidate) else ""
-            elif name == b"connection" and b"close" in value.lower():
-                keep_alive = False
         request_id = request_id or f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status = 500
-        added = [(b"x-request-id", request_id.encode())]
-        # Only connections the client keeps alive count, and can be handed off.
-        balance = self._balance if keep_alive else None
-        connection = connection_of(send) if balance is not None else None
-        if connection is not None and balance.request_started(connection):
-            added.append((b"connection", b"close"))
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *added]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         started = time.perf_counter()
-        shed_route = None
         self._in_flight += 1
         try:
-            if self._shed is not None and (reason := self._shed(scope)) is not None:
-                shed_route = scope["path"]  # shed() refuses only routes it knows: bounded labels
-                await _refuse(send_with_id, reason, request_id)
-                return
             await self.app(scope, receive, send_with_id)
         finally:
-            if connection is not None:
-                balance.request_finished(connection)
             elapsed = time.perf_counter() - started
-            route = scope.get("path_template") or shed_route or "unmatched"
+            route = scope.get("path_template") or "unmatched"
             method = scope["method"]
             counter, histogram = self._children(method, route, status)
             self._in_flight -= 1
@@ -115,12 +87,3 @@ class ObservabilityMiddleware:
             if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
                 log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
             REQUEST_ID.reset(token)
-
-
-async def _refuse(send: Send, reason: str, request_id: str) -> None:
-    """The JSON 503 of an overloaded worker (same body as ``QueueFullError`` gets)."""
-    body = json.dumps({"error": "overloaded", "detail": reason, "request_id": request_id}).encode()
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1")]})
-    await send({"type": "http.response.body", "body": body})

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import multipart
-from litestar.types import Receive
+from litestar.types import Receive, Scope
 from pydantic import ValidationError
 
 from service.api.multipart_fast import split_files
@@ -106,6 +106,39 @@ class BodyBudget:
 
     def release(self, size: int) -> None:
         self.in_use -= size
+
+
+@dataclass
+class PredictRequest:
+    """A ``POST /predict`` whose head is parsed (query, ``Content-Type``, ``Content-Length``)
+    and whose body is still to be received: the predictor admits it first, then reads it with
+    :meth:`read_images`, so that an overloaded worker refuses before receiving any image."""
+
+    top_k: int
+    model: str | None
+    content_type: str | None
+    announced_bytes: int | None
+    receive: Receive
+    received_bytes: int = 0  # held in the worker's BodyBudget until the request is answered
+
+    @classmethod
+    def from_asgi(cls, scope: Scope, receive: Receive) -> "PredictRequest":
+        """Parse the query and the body headers; 400 for a bad ``top_k``."""
+        top_k, model = parse_predict_query(scope["query_string"])
+        content_type, announced = None, None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():  # uvicorn refused bad ones
+                announced = int(value)
+        return cls(top_k, model, content_type, announced, receive)
+
+    async def read_images(self, budget: BodyBudget, *, max_images: int) -> list[RawImage]:
+        """Receive the body within ``budget`` (the caller releases ``received_bytes``) and
+        split it into image files."""
+        body = await budget.read(self.receive, self.announced_bytes)
+        self.received_bytes = len(body)
+        return parse_images(self.content_type, body, max_images=max_images)
 
 
 def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:

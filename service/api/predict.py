@@ -1,12 +1,11 @@
-"""``POST /predict``: a raw ASGI route of the Litestar app, and its OpenAPI entry.
+"""``POST /predict``: the route (parse the head, hand it to the predictor, send the answer)
+and its OpenAPI entry.
 
-It is the hot path of the service, so it is an ``@asgi`` route handler. Litestar still routes
-to it, its middleware still wraps it, and its exception handlers still turn every error into
-the same JSON as elsewhere. What it skips per request is the ``Request`` object, the signature
-model and the ``Response`` conversion. With the bare-``Request`` HTTP handler this replaced,
-those took about 30% of the event loop's CPU for a request of one small image (MLP, c=64,
-interleaved runs: ~1.35 -> ~0.94 loop CPU per unit of inference-thread CPU). Litestar cannot
-document a raw route from its signature, so :func:`document_predict` writes its OpenAPI entry.
+It is an ``@asgi`` route handler because it is the hot path: Litestar still routes to it, its
+middleware still wraps it, and its exception handlers still turn every error into the same JSON
+as elsewhere, but it skips the ``Request`` object, the signature model and the ``Response``
+conversion (docs/performance.md has what that buys). Litestar cannot document a raw route from
+its signature, so :func:`document_predict` writes its OpenAPI entry.
 """
 
 from typing import Any
@@ -28,7 +27,7 @@ from litestar.openapi.spec import (
 )
 from litestar.types import Receive, Scope, Send
 
-from service.api.parsing import MAX_TOP_K, RawImage, parse_images, parse_predict_query
+from service.api.parsing import MAX_TOP_K, PredictRequest
 from service.inference.predictor import Predictor
 from service.schemas import ErrorResponse, PredictResponse
 
@@ -41,38 +40,12 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     """One result per image, in input order. One bad image refuses the whole request."""
     if scope["method"] != "POST":
         raise MethodNotAllowedException(headers={"Allow": "POST"})
-    top_k, model = parse_predict_query(scope["query_string"])
-    content_type, announced = _body_headers(scope["headers"])
+    request = PredictRequest.from_asgi(scope, receive)
     predictor: Predictor = Litestar.from_scope(scope).state.predictor
-    budget = predictor.body_budget
-    received = 0
-
-    async def read_images() -> list[RawImage]:
-        nonlocal received
-        body = await budget.read(receive, announced)
-        received = len(body)
-        return parse_images(content_type, body, max_images=predictor.settings.max_images)
-
-    try:
-        with predictor.cores.request():  # this worker is busy: its siblings keep to their cores
-            body = await predictor.predict(read_images, model=model, top_k=top_k)
-    finally:  # the body stays referenced until the request is answered
-        budget.release(received)
+    body = await predictor.predict(request)
     await send({"type": "http.response.start", "status": 200, "headers": [
         _JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _body_headers(headers: Any) -> tuple[str | None, int | None]:
-    """``Content-Type`` and ``Content-Length`` from the raw ASGI headers (uvicorn has already
-    refused a malformed length)."""
-    content_type, length = None, None
-    for name, value in headers:
-        if name == b"content-type":
-            content_type = value.decode("latin-1")
-        elif name == b"content-length" and value.isdigit():
-            length = int(value)
-    return content_type, length
 
 
 # ----------------------------------------------------------------------------- OpenAPI

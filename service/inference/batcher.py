@@ -13,8 +13,7 @@ waits for nobody, and a client that comes back alone does not wait either.
 The second case is what keeps batches full under a steady load. Clients answered together
 come back over a millisecond or two, while the next batch starts with whatever queued during
 the last one: without that wait, 32 clients per worker split into two alternating halves that
-never merge (ResNet-18, c=64: 16 images per forward on average; with it, 30, and ~10% more
-req/s, interleaved runs).
+never merge (half-full batches; docs/performance.md).
 
 Items with different keys (a model version swapped by hot reload) never share a batch.
 
@@ -25,10 +24,8 @@ worker is not keeping up and new requests are refused until the queue drains (th
 time CoDel watches: it needs no model of the throughput, so it fits a 1 ms MLP and a 100 ms
 ResNet batch alike, and a burst that the worker will clear in time is taken whole). By count:
 ``max_queue`` images, a backstop for memory. Refusing by count alone sheds load that
-would have been served in time: 64 clients of 32 images each (2,048 images, 0.2 s of work for
-the MLP on 2 cores) were half refused at 512 images per worker, and clients that retry at once
-turned the refusals into most of the workers' CPU: 80 served requests/s against 320+ when all
-were admitted (``bench/serve.py``, MLP, 32 PNGs, c=64).
+would have been served in time, and clients that retry at once turn such refusals into most of
+the workers' CPU.
 """
 
 import asyncio
@@ -92,10 +89,7 @@ class MicroBatcher(Generic[K]):
         # Labelled metric children resolved once: the hot path only increments them.
         self._m_depth = metrics.QUEUE_DEPTH.labels(name)
         self._m_wait = metrics.QUEUE_WAIT.labels(name)
-        self._m_batch = metrics.BATCH_SIZE.labels(name)
-        self._m_infer = metrics.INFERENCE_TIME.labels(name)
         self._m_rejected = metrics.QUEUE_REJECTED.labels(name)
-        self._m_images = metrics.IMAGES.labels(name)
 
     def start(self) -> None:
         if self._task is None:
@@ -122,9 +116,7 @@ class MicroBatcher(Generic[K]):
             self._incoming -= 1
 
     def refusal(self, count: int = 1) -> str | None:
-        """Why ``count`` more images must be refused now, or None when they are welcome. Asked
-        before the body is read too (``Predictor.shed``), so that an overloaded worker refuses
-        cheaply instead of receiving and decoding images it will throw away."""
+        """Why ``count`` more images must be refused now, or None when they are welcome."""
         if not self._queued_images:
             return None  # an empty queue takes any request, however large
         if self._queue:
@@ -138,14 +130,13 @@ class MicroBatcher(Generic[K]):
                     f"MAX_QUEUE={self.max_queue}); retry shortly")
         return None
 
-    def count_rejected(self) -> None:
-        self._m_rejected.inc()
-
     def check_capacity(self, count: int = 1) -> None:
-        """Raise QueueFullError (counted) when :meth:`refusal` refuses ``count`` more images."""
+        """Raise QueueFullError (counted) when :meth:`refusal` refuses ``count`` more images.
+        The predictor asks before it reads a request's body too, so that an overloaded worker
+        refuses cheaply instead of receiving and decoding images it would throw away."""
         reason = self.refusal(count)
         if reason is not None:
-            self.count_rejected()
+            self._m_rejected.inc()
             raise QueueFullError(reason)
 
     async def submit(self, key: K, payload: Any, count: int) -> Any:
@@ -222,8 +213,8 @@ class MicroBatcher(Generic[K]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
-            started = time.perf_counter()
-            observe_many(self._m_wait, [started - item.enqueued for item in batch])
+            now = time.perf_counter()
+            observe_many(self._m_wait, [now - item.enqueued for item in batch])
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, batch[0].key, [i.payload for i in batch]
@@ -240,14 +231,6 @@ class MicroBatcher(Generic[K]):
                         item.future.set_exception(
                             InferenceError("inference failed; the server log has the details"))
                 continue
-            # Only images that went through the forward count (a bad image fails its request
-            # before the forward, and a batch of nothing but bad images has no forward).
-            classified = sum(item.count for item, result in zip(batch, results, strict=True)
-                             if not isinstance(result, Exception))
-            if classified:
-                self._m_infer.observe(time.perf_counter() - started)
-                self._m_batch.observe(classified)
-                self._m_images.inc(classified)
             answered = 0
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():  # the client went away

@@ -131,8 +131,10 @@ def _decode_errors(data: bytes | None, max_pixels: int | None) -> Iterator[None]
         yield
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(413, f"image exceeds MAX_PIXELS={max_pixels}: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own text names its limit, which is not ours (it errors at twice its limit).
+        raise ImageDecodeError(413, f"image has more than MAX_PIXELS={max_pixels} pixels "
+                                    "(a frame or layer larger than its header said)") from None
     except UnidentifiedImageError:
         if data is not None and _looks_like_svg(data):
             raise ImageDecodeError(

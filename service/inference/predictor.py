@@ -1,28 +1,28 @@
-"""The predictor owns the models of a worker and turns image files into predictions.
+"""The predictor owns the models of a worker and the flow of one ``/predict`` request::
 
-    parse body (event loop) -> micro-batcher -> decode + forward of the whole batch (inference
-    thread, ``torch.inference_mode()``, :class:`~service.inference.runner.BatchRunner`) -> encode
-    (event loop)
+    admit        model name, readiness, top_k, queue capacity: refused before the body is read
+    parse        receive the body within the worker's budget, split it into image files
+    queue        the micro-batcher (``service.inference.batcher``) groups concurrent requests
+    decode + forward  on the inference thread, one batch at a time (``service.inference.runner``)
+    encode       the JSON answer, on the event loop
 
 Requests are decoded on the inference thread together with their batch, so the event loop
 keeps only HTTP work: health checks, metrics and refusals answer promptly however busy the
 model is. A request whose headers announce more than ``DECODE_INLINE_PIXELS`` pixels comes
-back undecoded (:class:`~service.inference.runner.DecodeInPool`); it is decoded in a thread pool
-here and queues again as pixels, like requests of more than ``MAX_BATCH_SIZE`` images, which
-go to the pool directly.
+back :class:`~service.inference.runner.Undecoded`; it is decoded in a thread pool here and
+queues again as pixels, like requests of more than ``MAX_BATCH_SIZE`` images, which go to the
+pool directly.
 
-The ``/predict`` route (``service.api.predict``) calls :meth:`Predictor.predict` with raw
-files and gets the JSON body back; it never sees a tensor. Each served model name has a
-:class:`ModelSlot` holding the version being served; hot reload (``service.inference.reloader``) swaps
-``slot.current`` atomically, and requests that already queued for the old version finish on
-it, because the batcher groups by version.
+Each served model name has a :class:`ModelSlot` holding the version being served; hot reload
+(``service.inference.reloader``) swaps ``slot.current`` atomically, and requests that already
+queued for the old version finish on it, because the batcher groups by version.
 """
 
 import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +32,7 @@ import torch
 from artifacts.devices import resolve_device
 from artifacts.registry import RegistryError, validate_name
 from service import metrics
-from service.api.parsing import BodyBudget, RawImage
+from service.api.parsing import BodyBudget, PredictRequest, RawImage
 from service.errors import (
     BadRequestError,
     InvalidModelNameError,
@@ -42,14 +42,12 @@ from service.errors import (
 from service.inference.batcher import MicroBatcher
 from service.inference.imaging import decode_opened, install_pixel_limit, open_images
 from service.inference.loading import LoadedModel
-from service.inference.runner import BatchRunner, DecodeInPool, Job
-from service.schemas import predict_response_json
+from service.inference.runner import BatchRunner, Job, Undecoded
+from service.schemas import Result, predict_response_json
 from service.settings import Settings
 from service.workers.core_share import CoreShare
 
 log = logging.getLogger(__name__)
-
-ImageSource = Callable[[], Awaitable[list[RawImage]]]
 
 
 @dataclass(eq=False)
@@ -172,62 +170,56 @@ class Predictor:
             f"v{previous.version}" if previous else "nothing",
         )
 
-    def shed(self, scope: dict) -> str | None:
-        """For :class:`~service.api.middleware.ObservabilityMiddleware`: a reason to refuse a
-        ``POST /predict`` for the default model at the door while its queue is full, else None
-        (requests naming a model take the normal path, which checks that model's queue)."""
-        if scope["path"] != "/predict" or b"model=" in scope["query_string"]:
-            return None
-        slot = self.slots.get(self.settings.default_model)
-        reason = slot.batcher.refusal() if slot is not None else None
-        if reason is not None:
-            slot.batcher.count_rejected()
-        return reason
-
     # ------------------------------------------------------------------ the request path
 
-    async def predict(
-        self, read_images: ImageSource, *, model: str | None, top_k: int
-    ) -> bytes:
-        """Classify the images ``read_images()`` returns (all or none: one bad image refuses
-        the request, see docs); the JSON body of a ``PredictResponse``.
+    async def predict(self, request: PredictRequest) -> bytes:
+        """Classify the images of ``request``; the JSON body of a ``PredictResponse``. All or
+        none: one bad image refuses the request."""
+        slot, loaded = self._admit(request)
+        try:
+            # Inside incoming(), a batch being formed knows this request is on its way and
+            # may wait MAX_BATCH_WAIT_MS for it.
+            with slot.batcher.incoming():
+                files = await request.read_images(self.body_budget,
+                                                  max_images=self.settings.max_images)
+            results = await self._classify(slot, loaded, files, request.top_k)
+        finally:  # the body stays counted until the request is answered
+            self.body_budget.release(request.received_bytes)
+        return predict_response_json(loaded, results, request.top_k)
 
-        Reading the body happens in here, inside ``batcher.incoming()``, so that a batch being
-        formed knows this request is on its way and may wait ``MAX_BATCH_WAIT_MS`` for it.
-        A request the inference thread hands back (:class:`DecodeInPool`), or one of more
-        than ``MAX_BATCH_SIZE`` images, is decoded in the pool and queued again as pixels.
-        """
-        slot = self.slot(model)
+    def _admit(self, request: PredictRequest) -> tuple[ModelSlot, LoadedModel]:
+        """The slot and version that will answer, or the 4xx/503 that refuses the request."""
+        slot = self.slot(request.model)
         loaded = self.loaded(slot)
-        if top_k > len(loaded.labels):
-            raise BadRequestError(
-                f"top_k={top_k} but model {slot.name!r} has only {len(loaded.labels)} classes"
-            )
+        if request.top_k > len(loaded.labels):
+            raise BadRequestError(f"top_k={request.top_k} but model {slot.name!r} has only "
+                                  f"{len(loaded.labels)} classes")
         slot.batcher.check_capacity()
+        return slot, loaded
+
+    async def _classify(self, slot: ModelSlot, loaded: LoadedModel, files: list[RawImage],
+                        top_k: int) -> list[Result]:
+        """Queue the files, decoded with their batch on the inference thread; a request of
+        more than ``MAX_BATCH_SIZE`` images, or one the runner left :class:`Undecoded`, is
+        decoded in the pool and queued again as pixels, in batch-sized chunks."""
         limit = self.settings.max_batch_size
-        with slot.batcher.incoming():
-            files = await read_images()
-        opened = None
+        admitted = False  # queued once already: not refused a second time
         if len(files) <= limit:
-            try:  # decoded with its batch
-                results = await slot.batcher.submit_all(
-                    loaded, [(Job(top_k, files=files), len(files))])
-                return predict_response_json(loaded, results, top_k)
-            except DecodeInPool as answer:
-                opened = answer.opened  # too many pixels: the headers are read already
-        handed_back = opened is not None  # admitted and queued once already
+            [outcome] = await slot.batcher.submit_all(
+                loaded, [(Job(top_k, files=files), len(files))])
+            if not isinstance(outcome, Undecoded):
+                return [outcome]
+            opened, admitted = outcome.opened, True
         started = time.perf_counter()
-        if opened is None:
+        if not admitted:
             opened = await self._in_decode_pool(open_images, files,
                                                 max_pixels=self.settings.max_pixels)
         pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
         self.runner.decode_time(slot.name).observe(time.perf_counter() - started)
-        # The batcher counts images: a big request goes in batch-sized chunks.
         jobs = [Job(top_k, pixels=pixels[start:start + limit])
                 for start in range(0, len(pixels), limit)]
-        results = await slot.batcher.submit_all(
-            loaded, [(job, job.count) for job in jobs], admitted=handed_back)
-        return predict_response_json(loaded, results, top_k)
+        return await slot.batcher.submit_all(
+            loaded, [(job, job.count) for job in jobs], admitted=admitted)
 
     async def _in_decode_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(

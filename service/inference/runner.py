@@ -1,12 +1,12 @@
 """What the inference thread does with a batch: decode what is still encoded, then one forward.
 
-The micro-batcher (``service.inference.batcher``) hands a batch of :class:`Job` to :class:`BatchRunner` on
-the worker's single inference thread. Small requests arrive still encoded and are decoded here,
-together with their batch, so that the event loop keeps only HTTP work. The runner reads each
-job's image headers first: a job announcing more than ``DECODE_INLINE_PIXELS`` pixels (bytes say
-nothing: a 16 KB PNG can hold 16 million blank pixels) is answered :class:`DecodeInPool`
-undecoded, and the predictor decodes it in a thread pool and queues it again as pixels, so that
-big images never hold up the batch of small ones behind them.
+The micro-batcher (``service.inference.batcher``) hands a batch of :class:`Job` to
+:class:`BatchRunner` on the worker's single inference thread. Small requests arrive still
+encoded and are decoded here, together with their batch, so that the event loop keeps only HTTP
+work. The runner reads each job's image headers first: a job announcing more than
+``DECODE_INLINE_PIXELS`` pixels (bytes say nothing: a 16 KB PNG can hold 16 million blank
+pixels) is answered :class:`Undecoded`, and the predictor decodes it in a thread pool and
+queues its pixels, so that big images never hold up the batch of small ones behind them.
 """
 
 import time
@@ -40,34 +40,37 @@ class Job:
         return len(self.files if self.files is not None else self.pixels or ())
 
 
-class DecodeInPool(Exception):  # noqa: N818 - an answer of the inference thread, not an error
-    """The inference thread's answer for a job whose headers announce more pixels than
-    ``DECODE_INLINE_PIXELS``: not decoded there, so that it delays no one's batch."""
+@dataclass(frozen=True)
+class Undecoded:
+    """The answer for a job whose headers announce more than ``DECODE_INLINE_PIXELS`` pixels:
+    not decoded on the inference thread, where it would delay everyone's batch. Its headers are
+    read already; the predictor decodes it in the pool."""
 
-    def __init__(self, opened: Opened) -> None:
-        super().__init__(f"{opened.pixels} pixels: decode in the pool")
-        self.opened = opened
+    opened: Opened
 
 
 class BatchRunner:
     """``runner(loaded, jobs)`` on the inference thread: per job, its top-k rows, the
     ``InvalidImageError`` of its bad images (a bad image fails its own request only), or
-    :class:`DecodeInPool` for a job with too many pixels to decode here."""
+    :class:`Undecoded` for a job with too many pixels to decode here."""
 
     def __init__(self, settings: Settings, cores: CoreShare) -> None:
         self.max_pixels = settings.max_pixels
         self.decode_inline_pixels = settings.decode_inline_pixels
         self.cores = cores
-        self._decode_time: dict[str, metrics.Histogram] = {}  # labelled children, per model
+        self._metrics: dict[str, tuple] = {}  # labelled children per model, resolved once
 
-    def __call__(self, loaded: LoadedModel, jobs: list[Job]) -> list[Result | Exception]:
+    def __call__(self, loaded: LoadedModel,
+                 jobs: list[Job]) -> list[Result | InvalidImageError | Undecoded]:
         decode_times: list[float] = []
         pixels = [self._pixels(loaded, job, decode_times) for job in jobs]
-        observe_many(self.decode_time(loaded.name), decode_times)
+        decode_time, forward_time, batch_size, images = self._children(loaded.name)
+        observe_many(decode_time, decode_times)
         good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
-                if not isinstance(chunk, Exception)]
+                if isinstance(chunk, list)]
         if not good:
-            return pixels  # type: ignore[return-value] - all of them errors
+            return pixels  # type: ignore[return-value] - none of them to classify
+        started = time.perf_counter()
         self.cores.set_threads_for_forward()
         metrics.FORWARDS.labels(loaded.name, str(torch.get_num_threads())).inc()  # torch's own
         with torch.inference_mode():
@@ -75,10 +78,13 @@ class BatchRunner:
             k = max(job.top_k for job, _ in good)
             scores, indices = loaded.probabilities(batch).topk(k, dim=1)  # (N, k) each
             all_scores, all_indices = scores.tolist(), indices.tolist()
-        results: list[Result | Exception] = []
+        forward_time.observe(time.perf_counter() - started)
+        batch_size.observe(len(all_scores))
+        images.inc(len(all_scores))
+        results: list[Result | InvalidImageError | Undecoded] = []
         offset = 0
         for chunk in pixels:
-            if isinstance(chunk, Exception):
+            if not isinstance(chunk, list):
                 results.append(chunk)
                 continue
             end = offset + len(chunk)
@@ -87,7 +93,7 @@ class BatchRunner:
         return results
 
     def _pixels(self, loaded: LoadedModel, job: Job,
-                decode_times: list[float]) -> list[bytes] | Exception:
+                decode_times: list[float]) -> list[bytes] | InvalidImageError | Undecoded:
         """The job's pixels: decoded before queueing, or now (its time appended to
         ``decode_times``); else why not."""
         if job.pixels is not None:
@@ -95,7 +101,7 @@ class BatchRunner:
         started = time.perf_counter()
         opened = open_images(job.files or [], max_pixels=self.max_pixels)
         if opened.pixels > self.decode_inline_pixels:
-            return DecodeInPool(opened)
+            return Undecoded(opened)
         try:
             return decode_opened(opened, spec=loaded.spec)
         except InvalidImageError as exc:
@@ -104,8 +110,13 @@ class BatchRunner:
             decode_times.append(time.perf_counter() - started)
 
     def decode_time(self, name: str) -> metrics.Histogram:
-        """The decode-time histogram of model ``name`` (resolved once: the hot path observes)."""
-        child = self._decode_time.get(name)
-        if child is None:
-            child = self._decode_time[name] = metrics.DECODE_TIME.labels(name)
-        return child
+        """The decode-time histogram of model ``name`` (also observed by the decode pool)."""
+        return self._children(name)[0]
+
+    def _children(self, name: str) -> tuple:
+        children = self._metrics.get(name)
+        if children is None:
+            children = self._metrics[name] = (
+                metrics.DECODE_TIME.labels(name), metrics.INFERENCE_TIME.labels(name),
+                metrics.BATCH_SIZE.labels(name), metrics.IMAGES.labels(name))
+        return children

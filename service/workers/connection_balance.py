@@ -2,22 +2,18 @@
 
 The workers accept from one listening socket: whichever is back in ``accept()`` first takes a
 new connection, and uvloop accepts every pending connection in one go. A client pool that
-connects all at once can land on one worker: ``wrk -c64`` against 2 workers put 63 connections
-on one worker and 1 on the other in 2 of 8 runs, and served 3.4k req/s against 4.4-5.4k in the
-balanced runs (MLP, one PNG per request). Keep-alive then pins that split for as long as the
-clients live: one worker queues nearly all the load while the other idles.
+connects all at once can land on one worker, and keep-alive then pins that split for as long as
+the clients live: one worker queues nearly all the load while the other idles.
 
 So each worker counts the connections that sent it a request in the last ``WINDOW_S`` (or
 still wait for an answer) and publishes the count in the table the workers share
-(``service.workers.worker_table``). A worker with clearly more than the mean of the serving workers
-answers a few requests with ``Connection: close``, as nginx does after ``keepalive_requests``.
-The close is announced in the answer, so a client that waits for each answer before sending
-the next request loses nothing (HTTP pipelining would lose the requests sent after it, as with
-nginx). Those clients reconnect, and the worker waiting in ``accept()``, the less busy one,
-most likely takes them. Each moved connection costs one reconnect, and moves happen only while
-the split is uneven: 22 to 43 per server in three 4 s runs of ``wrk -c64``, each run opening
-64 new connections (0.05-0.2% of the answers). With one worker stopped while wrk connected,
-then resumed, the split was 22/42 to 28/36 a second later, against 0/64 for good without this.
+(``service.workers.worker_table``). A worker with clearly more than the mean of the serving
+workers answers a few requests with ``Connection: close``, as nginx does after
+``keepalive_requests``. The close is announced in the answer, so a client that waits for each
+answer before sending the next request loses nothing (HTTP pipelining would lose the requests
+sent after it, as with nginx). Those clients reconnect, and the worker waiting in ``accept()``,
+the less busy one, most likely takes them. Moves happen only while the split is uneven; each
+costs one reconnect. docs/performance.md has the measurements.
 """
 
 import asyncio
@@ -114,3 +110,40 @@ class ConnectionBalance:
         mean = sum(counts) / len(counts)
         excess = mine - mean
         self._to_hand_off = math.ceil(excess / 2) if mine > TOLERANCE * mean + SLACK else 0
+
+
+class HandOffMiddleware:
+    """The ASGI seam of :class:`ConnectionBalance`: counts each keep-alive request's connection
+    and adds ``Connection: close`` to the answers the balance picks. HTTP/1.0 and
+    ``Connection: close`` requests close anyway: they neither count nor spend a hand-off."""
+
+    def __init__(self, app: Any, balance: ConnectionBalance) -> None:
+        self.app = app
+        self.balance = balance
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not _keeps_alive(scope):
+            await self.app(scope, receive, send)
+            return
+        connection = connection_of(send)
+        if connection is None:
+            await self.app(scope, receive, send)
+            return
+        if self.balance.request_started(connection):
+            async def send_closing(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+                await send(message)
+        else:
+            send_closing = send
+        try:
+            await self.app(scope, receive, send_closing)
+        finally:
+            self.balance.request_finished(connection)
+
+
+def _keeps_alive(scope: Any) -> bool:
+    if scope.get("http_version") == "1.0":  # uvicorn closes HTTP/1.0 connections
+        return False
+    return not any(name == b"connection" and b"close" in value.lower()
+                   for name, value in scope["headers"])

@@ -1,30 +1,29 @@
 """Intra-op threads by load: a worker's forward uses every core while the other gunicorn
 workers are idle, and only its share of the cores (``TORCH_THREADS``) while they work.
 
-With 2 workers on 2 cores each worker's share is one core, so a lone request ran on half the
-machine: ResNet-18 on one 32x32 image takes 9.0 ms on 1 thread against 7.5 ms on 2 (bf16, this
-AMX host), the MLP on 32 images 0.70 against 0.47 ms. Giving every worker all the cores all the
-time oversubscribes them under load instead: an OpenMP region whose second thread waits for a
-core stalls until the scheduler runs it. So each worker publishes until when it is busy in the
-table the workers share (``service.workers.worker_table``), and the inference thread reads the other
-workers' entries before each forward.
+With 2 workers on 2 cores each worker's share is one core, so a lone request would run on half
+the machine. Giving every worker all the cores all the time oversubscribes them under load
+instead: an OpenMP region whose second thread waits for a core stalls until the scheduler runs
+it. So each worker publishes until when it is busy in the table the workers share
+(``service.workers.worker_table``), and the inference thread reads the other workers' entries
+before each forward. docs/performance.md has the measurements.
 """
 
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from service.workers import worker_table
 from service.workers.worker_table import WorkerTable
 
 # A worker counts as busy for this long after its last request ended: long enough to bridge the
 # gaps between the requests of clients that keep it working, so that two workers with work do
-# not both borrow and stall each other's OpenMP threads (counting only requests in flight, one
-# run of bench/serve.py had the MLP's p99 at c=8 at 44 ms against a p50 of 3.4 ms; 7.5 against
-# 3.6 ms with the hold), and short enough that a lone client's next request borrows again.
+# not both borrow and stall each other's OpenMP threads (that took the MLP's p99 at c=8 to ten
+# times its p50), and short enough that a lone client's next request borrows again.
 BUSY_HOLD_S = 0.05
 
 
@@ -128,3 +127,21 @@ class CoreShare:
         if threads != self._threads_set:
             torch.set_num_threads(threads)
             self._threads_set = threads
+
+
+class BusyMiddleware:
+    """The ASGI seam of :class:`CoreShare`: this worker counts as busy while it answers a
+    request, so that its siblings' forwards keep to their own cores meanwhile. ``cores`` is
+    read per request: the predictor makes its :class:`CoreShare` when the worker starts."""
+
+    def __init__(self, app: Any, cores: Callable[[], CoreShare]) -> None:
+        self.app = app
+        self.cores = cores
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.cores().request():
+            await self.app(scope, receive, send)
+

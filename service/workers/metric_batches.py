@@ -1,11 +1,9 @@
 """Metric updates in bulk: fewer writes into prometheus_client's memory-mapped files.
 
 In multiprocess mode (``service.metrics``) every ``inc`` or ``observe`` is a locked write into
-a memory-mapped file: about 2 µs for a counter and 5 µs for a histogram on this 2-core host,
-and a request of one small image made about eight of them. With every metric write turned off,
-the MLP served ~10% more requests per second at c=64 (interleaved A/B runs: event-loop and
-inference-thread CPU per request 192 -> 166 and 192 -> 176 µs). So the hot paths add their
-observations up first and write the sums:
+a memory-mapped file, and a request of one small image made several of them: enough to show in
+the served rate of a small model (docs/performance.md). So the hot paths add their observations
+up first and write the sums:
 
 - :func:`observe_many`: the observations of one forward pass (its requests' queue waits and
   decode times) as one increment per bucket touched plus one for the sum;

@@ -239,30 +239,3 @@ def test_a_busy_worker_refuses_all_parts_of_a_request_or_none():
 
     assert _run(main()) == ["v:ab", "v:ab"]
     assert all(sizes == [2] for _, sizes in recorder.batches)  # no part of the refused one ran
-
-
-def test_images_that_fail_before_the_forward_are_not_counted_as_classified():
-    from prometheus_client import REGISTRY
-
-    def forward(key, payloads):
-        return [ValueError(p) if p.startswith("bad") else f"ok:{p}" for p in payloads]
-
-    def counted(name: str, metric: str) -> float:
-        return REGISTRY.get_sample_value(metric, {"model": name}) or 0.0
-
-    async def main(name: str, payloads: list[str]):
-        batcher = MicroBatcher(forward, name=name, executor=ThreadPoolExecutor(1), max_batch=8,
-                               max_wait_s=0.0, max_queue=100, max_queue_wait_s=10.0)
-        batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.submit("v", p, 2) for p in payloads),
-                                        return_exceptions=True)
-        finally:
-            await batcher.stop()
-
-    _run(main("count-mixed", ["a", "bad"]))
-    assert counted("count-mixed", "imgclf_images_total") == 2
-    assert counted("count-mixed", "imgclf_batch_size_images_sum") == 2
-    _run(main("count-all-bad", ["bad"]))
-    assert counted("count-all-bad", "imgclf_images_total") == 0
-    assert counted("count-all-bad", "imgclf_inference_seconds_count") == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 from service_support import encode, read_answer, table_of
 
-from service import core_share, worker_table
+from service.workers import core_share, worker_table
 from service.workers.core_share import BUSY_HOLD_S, CoreShare, usable_cores
 from service.workers.worker_table import WorkerTable
 

@@ -2,6 +2,8 @@
 request is decoded) or no server at all (settings), through Litestar's test clients. The
 admin endpoints' in-process tests are in ``test_admin_inprocess.py``."""
 
+import base64
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +20,7 @@ from service_support import (
     wait_ready,
 )
 
+from service.api.parsing import PredictRequest
 from service.app import create_app
 from service.inference.loading import warmup_sizes
 from service.inference.predictor import Predictor
@@ -212,7 +215,6 @@ def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_
 
     from PIL import Image as PILImage
 
-    from service.api.parsing import RawImage
     from service.inference.loading import load_model
 
     big = encode(PILImage.new("L", (4000, 4000)))  # 16 Mpx, ~60 ms to decode in the pool
@@ -229,9 +231,7 @@ def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_
         predictor.install(predictor.slot(None), loaded)
 
         async def request(*data):
-            async def files():
-                return [RawImage(f"{i}.png", d) for i, d in enumerate(data)]
-            await predictor.predict(files, model=None, top_k=1)
+            await predictor.predict(json_predict_request(*data))
             return 200
 
         try:
@@ -246,6 +246,17 @@ def test_a_request_handed_back_to_the_decode_pool_is_not_refused_when_it_queues_
 
     status, _ = asyncio.run(main())
     assert status == 200  # not a 503 after its decode was done: it was admitted once
+
+
+def json_predict_request(*images: bytes) -> PredictRequest:
+    """A ``/predict`` of ``images`` as base64 JSON, its body ready to be received."""
+    body = json.dumps({"images": [base64.b64encode(data).decode() for data in images]}).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return PredictRequest(top_k=1, model=None, content_type="application/json",
+                          announced_bytes=len(body), receive=receive)
 
 
 def test_the_replaced_decode_inline_bytes_setting_is_reported_not_silently_ignored(

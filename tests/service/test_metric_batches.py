@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from service import metric_batches
+from service.workers import metric_batches
 from service.workers.metric_batches import PendingMetrics, observe_many
 
 BUCKETS = (0.25, 0.5, 1.0, 2.0)

@@ -140,6 +140,32 @@ def test_a_bad_image_fails_its_own_job_only_when_decoded_with_the_batch(trained_
     assert [len(row) for row in last[0]] == [2, 2, 2]
 
 
+def test_only_images_that_went_through_the_forward_count_as_classified(trained_registry):
+    """A job refused for a bad image, or left undecoded for the pool, classifies nothing: the
+    forward-pass metrics count the images the model saw, and a batch with none has no forward."""
+    from prometheus_client import REGISTRY
+
+    from service.inference.loading import load_model
+    from service.inference.runner import Undecoded
+
+    def counted(metric: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"model": MODEL}) or 0.0
+
+    arrays, _ = band_images(2, seed=5)
+    good = RawImage("good.png", encode(arrays[0]))
+    bad = RawImage("broken.png", encode(arrays[1])[:40])
+    big = RawImage("big.png", encode(np.zeros((600, 600), dtype=np.uint8)))
+    loaded = load_model(trained_registry, MODEL, None, device=torch.device("cpu"), warmup_batch=4)
+    runner = _runner(trained_registry)
+    before = {m: counted(m) for m in ("imgclf_images_total", "imgclf_inference_seconds_count")}
+    results = runner(loaded, [Job(1, files=[good]), Job(1, files=[bad]), Job(1, files=[big])])
+    assert isinstance(results[2], Undecoded) and results[2].opened.pixels == 600 * 600
+    assert counted("imgclf_images_total") - before["imgclf_images_total"] == 1
+    assert counted("imgclf_inference_seconds_count") - before["imgclf_inference_seconds_count"] == 1
+    runner(loaded, [Job(1, files=[bad])])
+    assert counted("imgclf_inference_seconds_count") - before["imgclf_inference_seconds_count"] == 1
+
+
 def _runner(registry) -> BatchRunner:
     """The inference thread's batch runner with the default settings, on this thread."""
     settings = Settings(model_registry=registry, model_name=MODEL)

@@ -23,7 +23,7 @@ from service_support import (
 )
 
 from artifacts import registry
-from service import admin
+from service.api import admin
 from service.app import create_app
 from service.settings import Settings
 
