@@ -1,4 +1,4 @@
-"""The published model registry: the one owner of the artifact format (see DESIGN.md).
+"""The published model registry: the one owner of the artifact format (docs/architecture.md).
 
     registry/<model>/<version>/{weights.pt, metadata.json}   immutable once published
     registry/<model>/production                               one line: the serving version

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", protected_namespaces=())
 
-    model_registry: Path = Field(Path("registry"), description="registry directory (DESIGN.md)")
+    model_registry: Path = Field(Path("registry"), description="registry directory (docs/architecture.md)")
     model_name: str = Field(
         "fashion-mnist",
         description="model(s) to serve, comma-separated; the first is the default",

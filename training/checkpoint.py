@@ -1,4 +1,4 @@
-"""Resumable training state, exactly as DESIGN.md fixes it (one file per save, atomic).
+"""Resumable training state, exactly as docs/architecture.md fixes it (one file per save, atomic).
 
 Everything stored is a tensor, number, string, list or dict, so the file loads with
 ``torch.load(weights_only=True)``: RNG states are converted from numpy/tuple form to that.

@@ -1,7 +1,14 @@
-"""``python -m training {train,schedule,summary,predict}``: the command line.
+"""``python -m training COMMAND``: the command line.
 
 The ``train`` options are generated from :class:`~training.config.TrainConfig`, so the help
-text, the defaults and the stored config can never disagree.
+text, the defaults and the stored config can never disagree. This module imports neither torch
+nor the data stack: each command imports what it needs when it runs, so ``--help`` answers at
+once.
+
+Exit status: 0 done; 1 the registry refused (an unknown version, nothing to roll back to, an
+artifact that fails verification); 2 a usage error (an invalid option, a dataset, registry,
+model or image file that is missing or is not what it should be). ``schedule`` has its own
+codes (:mod:`training.retrain.loop`). Errors end in one logged line, never a traceback.
 """
 
 import argparse
@@ -13,12 +20,27 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Union, get_args, get_origin
 
-from training.config import TrainConfig
+from training.config import DATASETS, TrainConfig
 
 log = logging.getLogger("training")
 
+EXIT_REFUSED, EXIT_USAGE = 1, 2
 # Input shapes of the built-in datasets, for `summary` without an artifact.
 DATASET_SHAPES = {"fashion-mnist": (1, 28, 28, 10), "mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default once, as ``(default: X)``: not where the help already
+    speaks of its default, nor for defaults that say nothing (None, a plain on/off flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        plain_flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if (not action.option_strings or plain_flag or "default" in text
+                or action.default is None or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _scalar_type(annotation):
@@ -32,8 +54,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         default = f.default if f.default is not MISSING else f.default_factory()
-        kwargs = {"help": f"{meta.pop('help')} (default: {default})",
-                  "default": default if with_defaults else argparse.SUPPRESS}
+        kwargs = {"help": meta.pop("help"), "default": default if with_defaults else argparse.SUPPRESS}
         choices = meta.pop("choices")
         kind = _scalar_type(f.type)
         if kind is bool:
@@ -68,6 +89,21 @@ def resolve_train_config(args: argparse.Namespace, train_argv: list[str]) -> Tra
     return TrainConfig.from_dict({**saved, **explicit_options(train_argv), "resume": args.resume})
 
 
+def registry_dir(args: argparse.Namespace) -> Path:
+    """``--registry``, resolved, holding the model ``--name``. The default is relative to the
+    current directory, so a command run elsewhere fails here, naming the path and the fix,
+    rather than deep in the registry code."""
+    directory = Path(args.registry).resolve()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no model registry at {directory}: run from the directory that holds "
+                                "it (the repository root) or pass --registry DIR")
+    if not (directory / args.name).is_dir():
+        names = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise FileNotFoundError(f"no model {args.name!r} in the registry {directory}: pass --name "
+                                f"NAME (models there: {', '.join(names) or 'none'})")
+    return directory
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from training.distributed import run_training
 
@@ -85,13 +121,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    directory = registry_dir(args) if args.name else None
     import torchinfo
 
     import models
     from artifacts import registry
 
-    if args.name:
-        artifact = registry.load_artifact(Path(args.registry), args.name, args.version)
+    if directory is not None:
+        artifact = registry.load_artifact(directory, args.name, args.version)
         model, spec = artifact.model, artifact.input_spec
         shape = (spec.channels, spec.height, spec.width)
     else:
@@ -106,11 +143,67 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    directory = registry_dir(args)  # before torch loads: a wrong directory fails at once
     from training.local_predict import predict_files
 
-    for path, label, score in predict_files(Path(args.registry), args.name, args.version, args.images):
+    for path, label, score in predict_files(directory, args.name, args.version, args.images):
         print(f"{path}: Predicted: {label} ({score:.1%})")
     return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    directory = registry_dir(args)
+    from artifacts import registry
+
+    current = _production(directory, args.name)
+    rows = [("VERSION", "TEST_ACCURACY", "CREATED_AT", "")]
+    for version in registry.list_versions(directory, args.name):
+        try:
+            metadata = registry.read_metadata(registry.model_dir(directory, args.name) / version)
+        except registry.RegistryError as exc:
+            rows.append((version, "?", f"unreadable: {' '.join(str(exc).split())}", ""))
+            continue
+        accuracy = (metadata.get("metrics") or {}).get("test_accuracy")
+        accuracy = f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else "-"
+        rows.append((version, accuracy, metadata.get("created_at") or "-",
+                     "production" if version == current else ""))
+    if len(rows) == 1:
+        print(f"{args.name} has no published versions in {directory}")
+        return 0
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    for version, accuracy, created, mark in rows:
+        print(f"{version:<{width[0]}}  {accuracy:<{width[1]}}  {created:<{width[2]}}  {mark}".rstrip())
+    return 0
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    """``promote VERSION`` and ``rollback`` (``args.version`` None): through the one
+    implementation the service's admin endpoints use, after verifying the artifact."""
+    directory = registry_dir(args)
+    from artifacts import production, registry
+
+    def verify(version: str) -> str | None:
+        """Load ``version`` as the service would (sha256, weights-only, architecture); returns
+        the production it replaces, read under the production lock, just before the change."""
+        registry.load_artifact(directory, args.name, version)
+        return _production(directory, args.name)
+
+    target, previous = production.switch_production(directory, args.name, args.version, check=verify)
+    if previous == target:
+        print(f"production: {target} (unchanged)")
+    else:
+        print(f"production: {previous or 'none'} -> {target}")
+    return 0
+
+
+def _production(directory: Path, name: str) -> str | None:
+    from artifacts.registry import RegistryError, read_production
+
+    try:
+        return read_production(directory, name)
+    except RegistryError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -119,45 +212,93 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return run_schedule(once=args.once)
 
 
+def _add_model_options(parser: argparse.ArgumentParser, *, version: bool, name: str | None = "fashion-mnist") -> None:
+    parser.add_argument("--registry", default="registry",
+                        help="model registry directory, relative to the current directory")
+    parser.add_argument("--name", default=name, help="model name in the registry" if name else
+                        "summarise this published model instead of --model")
+    if version:
+        parser.add_argument("--version", help="published version (default: production)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", formatter_class=HelpFormatter,
+        description="Train image classifiers, publish them to a model registry, and choose the "
+                    "version that serves.",
+        epilog="Run 'python -m training COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="how much to log on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train, test and publish a model")
+    def command(name: str, func, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=summary, description=description or f"{summary[0].upper()}{summary[1:]}.",
+                               formatter_class=HelpFormatter)
+        child.set_defaults(func=func)
+        return child
+
+    train = command("train", cmd_train, "train, test and publish a model",
+                    "Train a model, test its best epoch and publish it to the registry. A run "
+                    "resumes with --resume runs/<run>/checkpoints/last.pt alone.")
     add_config_arguments(train)
-    train.set_defaults(func=cmd_train)
 
-    schedule = sub.add_parser("schedule", help="the retraining job (settings from the environment)")
+    predict = command("predict", cmd_predict, "classify image files with a published model")
+    predict.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    _add_model_options(predict, version=True)
+
+    versions = command("versions", cmd_versions,
+                       "list a model's published versions and which one is production")
+    _add_model_options(versions, version=False)
+
+    promote = command("promote", cmd_switch, "make a published version production",
+                      "Verify a published version (sha256, weights-only load, architecture) and "
+                      "point production at it; a running service reloads it.")
+    promote.add_argument("version", help="the published version to serve (see 'versions')")
+    _add_model_options(promote, version=False)
+
+    rollback = command("rollback", cmd_switch, "return production to its previous version",
+                       "Point production back at the version it had before its latest promotion, "
+                       "after verifying that artifact. Rolling back twice goes two steps back.")
+    rollback.set_defaults(version=None)
+    _add_model_options(rollback, version=False)
+
+    summary = command("summary", cmd_summary, "layer table with output shapes and parameter counts")
+    summary.add_argument("--model", default="wide_cnn", help="architecture name from the models registry")
+    summary.add_argument("--model-kwargs", type=json.loads, default={},
+                         help="JSON object of architecture keyword arguments")
+    summary.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
+                         help="assume this dataset's input shape (imagefolder: 3x32x32)")
+    _add_model_options(summary, version=True, name=None)
+
+    schedule = command("schedule", cmd_schedule, "run the retraining job (settings from the environment)",
+                       "Retrain on a schedule, promoting candidates that beat production. Settings "
+                       "come from SCHEDULE_* and TRAIN_* variables (docs/retraining.md).")
     schedule.add_argument("--once", action="store_true", help="run one retraining and exit with its status")
-    schedule.set_defaults(func=cmd_schedule)
-
-    summary = sub.add_parser("summary", help="layer table with output shapes and parameter counts")
-    summary.add_argument("--model", default="wide_cnn")
-    summary.add_argument("--model-kwargs", type=json.loads, default={})
-    summary.add_argument("--dataset", default="fashion-mnist", help="input shape to assume")
-    summary.add_argument("--registry", default="registry")
-    summary.add_argument("--name", help="summarise a published model instead")
-    summary.add_argument("--version", help="published version (default: production)")
-    summary.set_defaults(func=cmd_summary)
-
-    predict = sub.add_parser("predict", help="classify image files with a published model")
-    predict.add_argument("images", nargs="+", type=Path)
-    predict.add_argument("--registry", default="registry")
-    predict.add_argument("--name", default="fashion-mnist")
-    predict.add_argument("--version", help="published version (default: production)")
-    predict.set_defaults(func=cmd_predict)
     return parser
+
+
+def _exit_status(exc: Exception) -> int | None:
+    """The exit status an expected error ends with; None for a bug (re-raised, with traceback)."""
+    registry = sys.modules.get("artifacts.registry")  # a RegistryError exists only once it is loaded
+    if registry is not None and isinstance(exc, registry.RegistryError):
+        return EXIT_REFUSED
+    if isinstance(exc, (ValueError, FileNotFoundError, RuntimeError)):
+        return EXIT_USAGE
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.train_argv = argv[argv.index("train") + 1 :] if args.command == "train" else []
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
+    except Exception as exc:
+        status = _exit_status(exc)
+        if status is None:
+            raise
+        log.error("%s", " ".join(str(exc).split()))  # one line, whatever the message held
+        return status

@@ -9,9 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import models
-from training.data.sources import DATASETS
-
+# Free of torch on purpose: ``python -m training --help`` builds its options from this module
+# and answers at once. The data sources (``training.data.sources``) take their names from here.
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "imagefolder")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
@@ -28,6 +28,20 @@ RESUME_MAY_CHANGE = frozenset({
 })
 # Schedules laid out over the run's total number of steps; the others ignore the run's length.
 LENGTH_AWARE_SCHEDULERS = ("cosine", "onecycle")
+# Options that matter only under some values of another option (their help names those values).
+# The config line logged at the start of a run leaves them out elsewhere; checkpoints and
+# artifacts still store every field.
+APPLIES_ONLY = {
+    "image_size": ("dataset", ("imagefolder",)),
+    "channels": ("dataset", ("imagefolder",)),
+    "test_fraction": ("dataset", ("imagefolder",)),
+    "momentum": ("optimizer", ("sgd", "rmsprop")),
+    "nesterov": ("optimizer", ("sgd",)),
+    "betas": ("optimizer", ("adam", "adamw")),
+    "warmup_epochs": ("scheduler", ("cosine",)),
+    "step_size": ("scheduler", ("step",)),
+    "gamma": ("scheduler", ("step",)),
+}
 
 
 def option(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
@@ -56,7 +70,9 @@ class TrainConfig:
     # --- model
     model: str = option("wide_cnn", "architecture name from the models registry")
     model_kwargs: dict = option({}, "JSON object of architecture keyword arguments, e.g. '{\"width\": 48}'")
-    pretrained_weights: str | None = option(None, "local state_dict file to start from (no downloads)")
+    pretrained_weights: str | None = option(
+        None, "local state_dict file to start from (no downloads; default: random initialisation)"
+    )
     freeze_backbone: bool = option(False, "train the classifier head only (transfer learning)")
     # --- optimisation
     epochs: int = option(15, "number of epochs")
@@ -73,7 +89,9 @@ class TrainConfig:
     gamma: float = option(0.1, "step: decay factor")
     label_smoothing: float = option(0.1, "CrossEntropyLoss label smoothing")
     # --- early stopping and selection (on validation accuracy)
-    patience: int | None = option(None, "stop after this many epochs without improvement")
+    patience: int | None = option(
+        None, "stop after this many epochs without improvement (default: never stop early)"
+    )
     min_delta: float = option(0.0, "smallest validation-accuracy gain that counts as improvement")
     # --- runtime
     device: str = option("auto", "auto = cuda when available, else cpu", DEVICES)
@@ -87,7 +105,7 @@ class TrainConfig:
     run_name: str | None = option(None, "run directory name (default: <name>-<UTC timestamp>)")
     registry: str = option("registry", "model registry directory to publish to")
     name: str | None = option(None, "model name in the registry (default: the dataset name)")
-    resume: str | None = option(None, "checkpoint (last.pt) to resume exactly from")
+    resume: str | None = option(None, "checkpoint (runs/<run>/checkpoints/last.pt) to resume exactly from")
     promote: bool = option(False, "point production at the published version")
     publish: bool = option(True, "publish the best checkpoint to the registry at the end")
     wandb: bool = option(False, "also log to Weights & Biases (needs `pip install wandb`)")
@@ -101,7 +119,9 @@ class TrainConfig:
                 raise ValueError(
                     f"Invalid {f.name} {value!r}. Valid choices: {', '.join(map(str, choices))}."
                 )
-        models.get_architecture(self.model)  # unknown names fail now, listing the valid ones
+        from models import get_architecture  # here, not at the top: models imports torch
+
+        get_architecture(self.model)  # unknown names fail now, listing the valid ones
         if isinstance(self.model_kwargs, str):
             self.model_kwargs = json.loads(self.model_kwargs)
         if self.epochs < 1 or self.batch_size < 1:
@@ -122,6 +142,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values only: this goes into checkpoints loaded with ``weights_only=True``."""
         return {**asdict(self), "lr": self.resolved_lr, "name": self.model_name}
+
+    def config_line(self, *, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        """The resolved config as this run uses it, for the log: ``input`` is what the model
+        sees (``C x H x W``, from the data), and options that do not apply to this run
+        (:data:`APPLIES_ONLY`, e.g. ``image_size`` outside imagefolder) are left out."""
+        values = self.to_dict()
+        for name, (controlling, applies_to) in APPLIES_ONLY.items():
+            if values[controlling] not in applies_to:
+                del values[name]
+        line = {"dataset": values.pop("dataset"), "input": "x".join(map(str, input_shape))}
+        return {**line, **values}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

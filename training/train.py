@@ -107,7 +107,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
         best, history = resumed["best_metric"], list(resumed["history"])
         resumed = None  # free the checkpoint's tensors: the model and optimizer hold them now
         log.info("resumed from %s at epoch %d", cfg.resume, start_epoch + 1)
-    log.info("config: %s", cfg.to_dict())
+    log.info("config: %s", cfg.config_line(input_shape=(data.input_spec.channels, *data.input_spec.size)))
     logger = MetricsLogger(run_dir, cfg, enabled=is_main)
     bad_epochs = _epochs_since_improvement(history, cfg.min_delta)
 

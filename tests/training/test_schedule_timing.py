@@ -44,6 +44,17 @@ def test_cron_expression_in_a_time_zone(job_env):
     assert _scheduler().next_run(last_start=None, now=now) == expected
 
 
+def test_cron_follows_daylight_saving_and_nicknames(job_env):
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Berlin")
+    job_env(SCHEDULE_CRON="0 3 * * *", SCHEDULE_TIMEZONE="Europe/Berlin")
+    before_the_switch = datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc)  # clocks go forward on the 29th
+    expected = datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc)  # 03:00 CEST
+    assert _scheduler().next_run(last_start=None, now=before_the_switch) == expected
+    job_env(SCHEDULE_CRON="@hourly", SCHEDULE_TIMEZONE="UTC")
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
+    assert _scheduler().next_run(last_start=None, now=now) == now.replace(hour=13, second=0)
+
+
 def test_loop_runs_at_start_then_on_the_interval_until_stopped(job_env):
     job_env(SCHEDULE_INTERVAL_SECONDS="0.2", SCHEDULE_RUN_ON_START="always",
             SCHEDULE_PROMOTION_MARGIN="-1", TRAIN_EPOCHS="1")

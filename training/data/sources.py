@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from torchvision import datasets as tv_datasets
 
 from artifacts.preprocess import InputSpec, image_to_uint8
+from training.config import DATASETS  # the names the command line offers; load_raw knows each
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +224,6 @@ def load_imagefolder(
     test = _decode_folder(root / "test", spec, classes)[0] if (root / "test").is_dir() else None
     log.info("imagefolder %s: %d classes, %d train images", root, len(classes), len(train))
     return RawDataset(train=train, test=test, classes=classes, val=val)  # test may be None
-
-
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "imagefolder")
 
 
 def load_raw(name: str, data_dir: Path | None, *, download: bool, channels: int, image_size: int) -> RawDataset:

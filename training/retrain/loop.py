@@ -34,13 +34,12 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-from croniter import croniter
 from pydantic import ValidationError
 
 from artifacts import registry
 from training.retrain.lock import LockBusyError, RunLock
 from training.retrain.run import Interrupted, RetrainRun, RunOutcome
-from training.retrain.settings import ScheduleSettings, load_recipe
+from training.retrain.settings import ScheduleSettings, cron_ticks, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +88,7 @@ class Scheduler:
         """The next start time: the next cron tick after ``now``, or ``last_start`` plus the
         interval (fixed rate; a run that overran its interval is followed at once, once)."""
         if self.settings.cron:
-            local_now = now.astimezone(self.settings.tz)
-            tick = croniter(self.settings.cron, local_now).get_next(datetime)
+            tick = next(cron_ticks(self.settings.cron, now.astimezone(self.settings.tz)))
             return tick.astimezone(timezone.utc)
         if last_start is None:
             return now + timedelta(seconds=self.settings.interval_seconds)

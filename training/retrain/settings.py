@@ -13,12 +13,12 @@ Two groups of variables:
 
 import os
 from dataclasses import MISSING, fields
-from datetime import timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 from pydantic import AliasChoices, Field, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +29,24 @@ RECIPE_PREFIX = "TRAIN_"
 JOB_OWNED_FIELDS = ("registry", "name", "runs_dir", "run_name", "resume", "promote", "publish")
 # Recipe defaults that differ from the command line's: no progress bars in container logs.
 RECIPE_DEFAULTS = {"progress": False}
+# cron's nicknames, which cronsim leaves to its caller.
+CRON_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                  "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                  "@hourly": "0 * * * *"}
+
+
+def cron_ticks(expression: str, start: datetime) -> CronSim:
+    """The fire times of a cron expression after ``start`` (an aware datetime, read in its time
+    zone, daylight-saving changes included), as an iterator of aware datetimes.
+
+    Standard five-field expressions and the ``@daily``-style nicknames only: cronsim would take a
+    sixth field as seconds *first*, where other parsers put them last, so such an expression
+    fails here rather than firing at other times than its author meant."""
+    standard = CRON_NICKNAMES.get(expression.strip().lower(), expression)
+    if len(standard.split()) != 5:
+        raise CronSimError(f"{len(standard.split())} fields, not the five: minute hour day-of-month "
+                           "month day-of-week")
+    return CronSim(standard, start)
 
 
 class ScheduleSettings(BaseSettings):
@@ -90,8 +108,12 @@ class ScheduleSettings(BaseSettings):
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             return None
-        if value is not None and not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r} (e.g. '0 3 * * *' = daily 03:00)")
+        if value is not None:
+            try:
+                next(cron_ticks(value, datetime.now(timezone.utc)))
+            except CronSimError as exc:
+                raise ValueError(f"invalid cron expression {value!r}: {exc} "
+                                 "(e.g. '0 3 * * *' = daily 03:00)") from None
         return value
 
     @field_validator("timezone")
