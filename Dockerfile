@@ -50,7 +50,7 @@ RUN index="$TORCH_INDEX_URL"; \
     pip install --index-url "$index" -r /tmp/torch.txt
 COPY --from=requirements /tmp/rest.txt /tmp/rest.txt
 RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/rest.txt \
- && python -c "import torch, torchvision, litestar, gunicorn, cronsim, filelock; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+ && python -c "import torch, torchvision, litestar, gunicorn, cronsim; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # ---------------------------------------------------------------- runtime: the venv, no source yet
 # Built on `deps` directly: it holds only wheels (no compilers, no pip cache), and copying a

@@ -23,9 +23,9 @@ _imgclf_venv() {
     case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
     local stamp=$venv/.installed
     wanted=$(echo "${1:-}" | tr ',' ' ')
-    if [ -f "$stamp" ]; then have=$(cat "$stamp"); fi
-    for extra in $wanted; do
-        case " $(echo $have) " in *" $extra "*) ;; *) missing="$missing $extra" ;; esac
+    if [ -f "$stamp" ]; then have=$(tr -s '[:space:]' ' ' < "$stamp"); fi
+    for extra in $wanted; do  # unquoted: one word per extra
+        case " $have " in *" $extra "*) ;; *) missing="$missing $extra" ;; esac
     done
     export PATH="$venv/bin:$PATH"
     if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] \
@@ -34,6 +34,7 @@ _imgclf_venv() {
     fi
 
     # Everything installed before stays installed (and is updated when pyproject.toml changed).
+    # shellcheck disable=SC2086  # one word per extra
     all=$(printf '%s\n' $have $wanted | sort -u | tr '\n' ' ' | sed 's/ *$//')
     local spec=${all:+[${all// /,}]}
     if [ ! -x "$venv/bin/python" ]; then
@@ -63,6 +64,7 @@ try:
     deps = tomllib.loads(text)["project"]["dependencies"]
 except ImportError:  # Python 3.10
     deps = re.findall(r'"((?:torch|torchvision)\s*==[^"]+)"', text)
+missing = []
 for dep in deps:
     name, sep, version = (part.strip() for part in dep.partition("=="))
     if sep and name in ("torch", "torchvision"):
@@ -71,10 +73,10 @@ for dep in deps:
         except metadata.PackageNotFoundError:
             installed = None
         if installed != version:
-            print(f"{name}=={version}")
+            missing.append(f"{name}=={version}")
+print(" ".join(missing))
 PY
 )
-    pins=$(echo $pins)
     [ -n "$pins" ] || return 0
     if [ -n "${TORCH_INDEX_URL:-}" ]; then
         index=$TORCH_INDEX_URL
@@ -88,9 +90,10 @@ PY
         index=$_imgclf_cpu_index
         echo "venv.sh: no NVIDIA GPU: $pins (CPU-only build) from $index" >&2
     else
-        echo "venv.sh: no NVIDIA GPU, but PyTorch's CPU wheel index ($_imgclf_cpu_index) did not" \
-             "answer within 5 s: installing $pins from pip's default index instead (on Linux the" \
-             "CUDA build, about 3 GB larger; it runs on CPU too). Set TORCH_INDEX_URL to choose." >&2
+        echo "venv.sh: no NVIDIA GPU, but PyTorch's CPU wheel index ($_imgclf_cpu_index) is" \
+             "unreachable (no answer within 5 s): installing $pins from pip's default index" \
+             "instead (on Linux the CUDA build, about 3 GB larger; it runs on CPU too)." \
+             "Set TORCH_INDEX_URL to choose the index." >&2
     fi
     # shellcheck disable=SC2086  # $pins: one word per requirement
     "$py" -m pip install --disable-pip-version-check ${index:+--index-url "$index"} $pins
