@@ -1,11 +1,13 @@
-"""Device choice under torchrun: every local rank needs a GPU of its own."""
+"""Device and precision choice (``artifacts.devices``): under torchrun every local rank needs a
+GPU of its own; the service serves in bf16 only where it pays."""
 
 import logging
 
 import pytest
 import torch
 
-from artifacts.devices import choose_device
+import models
+from artifacts.devices import choose_device, cpu_has_bf16, serving_dtype
 
 
 @pytest.mark.parametrize("name, gpus, expected", [
@@ -36,3 +38,14 @@ def test_explicit_cuda_with_fewer_gpus_than_ranks_fails_naming_both_counts():
 def test_explicit_cuda_without_a_gpu_fails():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         choose_device("cuda", gpus=0, local_rank=None, local_world_size=1)
+
+
+def test_auto_precision_is_bf16_only_for_convolutions_on_native_bf16_cpus():
+    cpu = torch.device("cpu")
+    mlp = models.build_model("mlp", num_classes=10, in_channels=1, image_size=(28, 28))
+    cnn = models.build_model("cnn", num_classes=10, in_channels=1, image_size=(28, 28))
+    assert serving_dtype("auto", cpu, mlp) == torch.float32
+    assert serving_dtype("auto", cpu, cnn) == (
+        torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert serving_dtype("fp32", cpu, cnn) == torch.float32
+    assert serving_dtype("bf16", cpu, mlp) == torch.bfloat16

@@ -1,7 +1,14 @@
+"""The evaluation preprocessing both sides share (``artifacts.preprocess``): any image becomes the
+model's uint8 layout, then the normalisation training used. The service's decoder is checked
+against it in tests/service/inference/test_imaging.py."""
+
+import io
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.images import encode
 
 from artifacts.preprocess import EvalTransform, InputSpec, image_to_uint8
 
@@ -22,12 +29,15 @@ def test_eval_transform_rejects_float_input():
         EvalTransform(spec=GRAY)(torch.zeros(1, 1, 28, 28))
 
 
-def test_png_roundtrip_of_training_pixels_is_exact():
-    """A 28x28 grayscale PNG made from a training image decodes to the very same pixels."""
-    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-    decoded = image_to_uint8(Image.fromarray(pixels), spec=GRAY)
-    assert decoded.shape == (1, 28, 28) and decoded.dtype == torch.uint8
-    assert torch.equal(decoded[0], torch.from_numpy(pixels))
+def test_png_file_of_training_pixels_gives_back_the_same_pixels():
+    """A 28x28 grayscale PNG file made from a training image (idx data) decodes to the very
+    same uint8 tensor the model was trained on."""
+    for seed in range(4):
+        pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+        with Image.open(io.BytesIO(encode(pixels))) as image:
+            decoded = image_to_uint8(image, spec=GRAY)
+        assert decoded.shape == (1, 28, 28) and decoded.dtype == torch.uint8
+        assert torch.equal(decoded[0], torch.from_numpy(pixels))
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "CMYK", "I;16", "1", "F"])

@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_support import MAX_BODY, MAX_IMAGES, MODEL, Server, band_images, write_idx
+from support.idx import make_idx_dir
+from support.images import band_images
+from support.server import Server
+from support.service import MAX_BODY, MAX_IMAGES, MODEL
+from support.training import tiny_train_config
 
-from training.config import TrainConfig
 from training.train import main as train_main
 
 
@@ -17,18 +20,8 @@ def trained_registry(tmp_path_factory) -> Path:
     """A registry holding ``fmnist`` v1 (promoted): an MLP trained by ``training.train.main``
     on Fashion-MNIST-shaped synthetic idx files."""
     root = tmp_path_factory.mktemp("trained")
-    data = root / "data"
-    data.mkdir()
-    for prefix, count, seed in (("train", 400, 1), ("t10k", 100, 2)):
-        images, labels = band_images(count, seed=seed)
-        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    cfg = TrainConfig(
-        dataset="fashion-mnist", data_dir=str(data), model="mlp", model_kwargs={"hidden": [32]},
-        epochs=3, batch_size=32, optimizer="adam", lr=1e-2, precision="fp32", device="cpu",
-        runs_dir=str(root / "runs"), registry=str(root / "registry"), run_name="run",
-        progress=False, seed=0, name=MODEL, promote=True, threads=1,
-    )
+    data = make_idx_dir(root / "data", train=400, test=100, labels="cycle")
+    cfg = tiny_train_config(data, root, epochs=3, name=MODEL, promote=True, threads=1)
     result = train_main(cfg)
     assert result.version == "1"
     return root / "registry"
@@ -48,7 +41,7 @@ def start_server(tmp_path_factory) -> Iterator:
 
     def start(registry: Path, **env: str) -> Server:
         log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
-        server = Server(registry, log_path, **env)
+        server = Server(registry, log_path, model=MODEL, **env)
         servers.append(server)
         return server
 

@@ -4,14 +4,13 @@ import os
 import runpy
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from service_support import free_port
+from support import REPO
+from support.server import GUNICORN, free_port
 
-REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "service" / "gunicorn.conf.py"
 
 
@@ -43,10 +42,10 @@ def test_the_master_survives_a_reload_that_replaces_many_workers_at_once(tmp_pat
         "worker_class = 'sync'\n"
         "workers = 8\n"
         f"bind = '127.0.0.1:{free_port()}'\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
     master = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(tmp_path / "conf.py"),
+        [str(GUNICORN), "-c", str(tmp_path / "conf.py"),
          "plain:app"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True)
     try:

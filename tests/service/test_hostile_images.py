@@ -2,24 +2,15 @@
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
-from service_support import MAX_BODY, assert_clean_error, encode, post_raw, short_ids, top_index
+from support.bombs import png_bomb, png_header_only
+from support.images import encode
+from support.service import MAX_BODY, assert_clean_error, post_raw, short_ids, top_index
 
 pytestmark = pytest.mark.usefixtures("workers_survive")
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    body = kind + data
-    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-def _png_header_only(width: int, height: int, depth: int = 8, color: int = 0) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + _chunk(
-        b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0))
 
 
 # ----------------------------------------------------------------------------- not images
@@ -30,7 +21,7 @@ NOT_IMAGES = [
     (b"hello, I am text", 422),                        # non-image
     (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", 422),    # another file type
     (b"\x89PNG\r\n\x1a\n", 422),                       # only the magic number
-    (_png_header_only(28, 28), 422),                   # only a header, no pixel data
+    (png_header_only(28, 28), 422),                   # only a header, no pixel data
     (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", 422),        # a JPEG header, cut
     (b"GIF89a\x1c\x00\x1c\x00", 422),                  # a GIF header, cut
     (b"BM" + b"\xff" * 60, 422),                       # a BMP header with nonsense
@@ -40,7 +31,7 @@ NOT_IMAGES = [
 
 @pytest.mark.parametrize(("data", "status"), NOT_IMAGES, ids=short_ids([d for d, _ in NOT_IMAGES]))
 def test_non_images_and_headers_only_are_4xx(server, data, status):
-    body = assert_clean_error(post_raw(server, data), status)
+    body = assert_clean_error(post_raw(server.client, data), status)
     if status == 422:
         assert body["error"] == "invalid_image" and body["problems"][0]["index"] == 0
 
@@ -49,25 +40,18 @@ def test_non_images_and_headers_only_are_4xx(server, data, status):
 def test_truncated_files_are_422(server, images, fmt):
     data = encode(Image.fromarray(images[0]).resize((200, 200)), fmt)
     for cut in (len(data) // 3, len(data) * 2 // 3):
-        assert_clean_error(post_raw(server, data[:cut]), 422)
+        assert_clean_error(post_raw(server.client, data[:cut]), 422)
 
 
 # ----------------------------------------------------------------------------- dimensions
-
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid grey PNG header for width x height with a few KB of compressed zeros."""
-    compressor = zlib.compressobj(9)
-    data = compressor.compress(b"\x00" * (min(width, 100_000) + 1) * 16) + compressor.flush()
-    return _png_header_only(width, height) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
-
 
 @pytest.mark.parametrize(("width", "height"), [
     (50_000, 50_000), (1_000_000, 1), (1, 1_000_000), (65_535, 65_535), (2**31 - 1, 2**31 - 1),
 ])
 def test_decompression_bombs_and_huge_dimensions_are_refused_or_fine(server, width, height):
-    bomb = _png_bomb(width, height)
+    bomb = png_bomb(width, height)
     assert len(bomb) < MAX_BODY
-    response = post_raw(server, bomb)
+    response = post_raw(server.client, bomb)
     if width * height <= 4096 * 4096:  # a long thin strip is a legitimate image
         assert response.status_code == 200, response.text
     elif width * height < 2**31:
@@ -80,10 +64,8 @@ def test_decompression_bombs_and_huge_dimensions_are_refused_or_fine(server, wid
 def test_gif_and_tiff_bombs_are_refused_from_the_header(server):
     gif = (b"GIF89a" + struct.pack("<HH", 60_000, 60_000) + b"\x00\x00\x00"
            + b"\x2c" + struct.pack("<HHHH", 0, 0, 60_000, 60_000) + b"\x00\x02\x02\x44\x01\x00;")
-    assert_clean_error(post_raw(server, gif, "image/gif"), 413)
-    tiff = io.BytesIO()
-    Image.new("L", (8, 8)).save(tiff, "TIFF")
-    data = bytearray(tiff.getvalue())
+    assert_clean_error(post_raw(server.client, gif, "image/gif"), 413)
+    data = bytearray(encode(Image.new("L", (8, 8)), "TIFF"))
     # Rewrite ImageWidth/ImageLength (tags 256/257) in the IFD to 60000.
     ifd = struct.unpack_from("<I", data, 4)[0]
     for i in range(struct.unpack_from("<H", data, ifd)[0]):
@@ -92,7 +74,7 @@ def test_gif_and_tiff_bombs_are_refused_from_the_header(server):
         if tag in (256, 257):
             fmt = "<H" if kind == 3 else "<I"
             struct.pack_into(fmt, data, entry + 8, 60_000)
-    assert_clean_error(post_raw(server, bytes(data), "image/tiff"), 413)
+    assert_clean_error(post_raw(server.client, bytes(data), "image/tiff"), 413)
 
 
 # ----------------------------------------------------------------------------- odd but valid
@@ -100,8 +82,8 @@ def test_gif_and_tiff_bombs_are_refused_from_the_header(server):
 def test_16_bit_png_gives_the_8_bit_answer(server, images):
     sixteen = Image.fromarray(images[3].astype(np.uint16) * 257)  # I;16, same intensities
     assert sixteen.mode.startswith("I;16")
-    eight = post_raw(server, encode(images[3])).json()["predictions"][0]
-    answer = post_raw(server, encode(sixteen)).json()["predictions"][0]
+    eight = post_raw(server.client, encode(images[3])).json()["predictions"][0]
+    answer = post_raw(server.client, encode(sixteen)).json()["predictions"][0]
     assert answer["index"] == eight["index"]
     assert answer["score"] == pytest.approx(eight["score"], abs=1e-4)
 
@@ -110,38 +92,38 @@ def test_16_bit_png_gives_the_8_bit_answer(server, images):
 def test_other_colour_modes_are_classified(server, images, mode):
     image = Image.fromarray(images[5]).convert("RGB").convert(mode)
     fmt = {"CMYK": "JPEG", "YCbCr": "JPEG", "I": "TIFF", "F": "TIFF"}.get(mode, "PNG")
-    response = post_raw(server, encode(image, fmt))
+    response = post_raw(server.client, encode(image, fmt))
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 1
 
 
 def test_opaque_alpha_and_exact_palette_give_the_plain_answer(server, images):
-    plain = top_index(post_raw(server, encode(images[6])))
+    plain = top_index(post_raw(server.client, encode(images[6])))
     la = Image.fromarray(images[6]).convert("LA")  # alpha 255 everywhere
-    assert top_index(post_raw(server, encode(la))) == plain
+    assert top_index(post_raw(server.client, encode(la))) == plain
     palette = Image.fromarray(images[6]).convert("P")  # grey palette: lossless for "L"
-    assert top_index(post_raw(server, encode(palette))) == plain
+    assert top_index(post_raw(server.client, encode(palette))) == plain
 
 
 def test_palette_with_transparency_is_composited(server, images):
     image = Image.fromarray(images[8]).convert("P")
     image.info["transparency"] = 0
-    assert post_raw(server, encode(image, transparency=0)).status_code == 200
+    assert post_raw(server.client, encode(image, transparency=0)).status_code == 200
 
 
 def test_transparent_pixels_are_black(server, images):
     grey = Image.fromarray(images[7])
     clear = grey.convert("LA")
     clear.putalpha(0)  # fully transparent: composited on black
-    black = top_index(post_raw(server, encode(Image.new("L", (28, 28)))))
-    assert top_index(post_raw(server, encode(clear))) == black
+    black = top_index(post_raw(server.client, encode(Image.new("L", (28, 28)))))
+    assert top_index(post_raw(server.client, encode(clear))) == black
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
 def test_animated_images_use_the_first_frame(server, images, fmt):
-    first_label, other = top_index(post_raw(server, encode(images[1]))), None
+    first_label, other = top_index(post_raw(server.client, encode(images[1]))), None
     for candidate in images[2:]:
-        if top_index(post_raw(server, encode(candidate))) != first_label:
+        if top_index(post_raw(server.client, encode(candidate))) != first_label:
             other = candidate
             break
     assert other is not None, "the test model predicts one class for everything"
@@ -151,15 +133,15 @@ def test_animated_images_use_the_first_frame(server, images, fmt):
         save["lossless"] = True
     data = encode(first, fmt, **save)
     assert Image.open(io.BytesIO(data)).n_frames == 4
-    assert top_index(post_raw(server, data)) == first_label
+    assert top_index(post_raw(server.client, data)) == first_label
 
 
 def test_exif_rotated_jpeg_is_turned_upright(server, images):
     upright = Image.fromarray(images[2])
-    expected = top_index(post_raw(server, encode(upright, "JPEG", quality=100)))
+    expected = top_index(post_raw(server.client, encode(upright, "JPEG", quality=100)))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a sideways camera stores
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     data = encode(stored, "JPEG", quality=100, exif=exif.tobytes())
-    assert top_index(post_raw(server, data)) == expected
-    assert top_index(post_raw(server, encode(stored, "JPEG", quality=100))) != expected  # meaningful
+    assert top_index(post_raw(server.client, data)) == expected
+    assert top_index(post_raw(server.client, encode(stored, "JPEG", quality=100))) != expected  # meaningful

@@ -7,17 +7,9 @@ import time
 
 import pytest
 from PIL import Image
-from service_support import (
-    MAX_IMAGES,
-    MODEL,
-    assert_clean_error,
-    encode,
-    post_raw,
-    read_answer,
-    rss_mib,
-    short_ids,
-    top_index,
-)
+from support.images import encode
+from support.server import read_answer, rss_mib
+from support.service import MAX_IMAGES, MODEL, assert_clean_error, post_raw, short_ids, top_index
 
 pytestmark = pytest.mark.usefixtures("workers_survive")
 
@@ -30,7 +22,7 @@ SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="28"
 
 @pytest.mark.parametrize("content_type", ["image/svg+xml", "image/png", "image/*"])
 def test_svg_is_415(server, content_type):
-    body = assert_clean_error(post_raw(server, SVG, content_type), 415)
+    body = assert_clean_error(post_raw(server.client, SVG, content_type), 415)
     assert "SVG" in body["detail"]
 
 
@@ -55,13 +47,13 @@ def test_unsupported_or_missing_content_types_are_415(server, images, content_ty
 def test_wrong_but_image_content_types_are_sniffed(server, images):
     """The bytes decide the format: a PNG labelled image/jpeg is still a PNG."""
     for content_type in ("image/jpeg", "image/gif", "IMAGE/PNG", "image/png; charset=utf-8"):
-        assert post_raw(server, encode(images[0]), content_type).status_code == 200
+        assert post_raw(server.client, encode(images[0]), content_type).status_code == 200
 
 
 def test_a_png_sent_as_json_or_multipart_is_400(server, images):
-    assert_clean_error(post_raw(server, encode(images[0]), "application/json"), 400)
-    assert_clean_error(post_raw(server, encode(images[0]), "multipart/form-data; boundary=b"), 400)
-    assert_clean_error(post_raw(server, encode(images[0]), "multipart/form-data"), 400)
+    assert_clean_error(post_raw(server.client, encode(images[0]), "application/json"), 400)
+    assert_clean_error(post_raw(server.client, encode(images[0]), "multipart/form-data; boundary=b"), 400)
+    assert_clean_error(post_raw(server.client, encode(images[0]), "multipart/form-data"), 400)
 
 
 # ----------------------------------------------------------------------------- JSON + base64
@@ -76,7 +68,7 @@ BAD_JSON = [
 
 @pytest.mark.parametrize("body", BAD_JSON, ids=short_ids(BAD_JSON))
 def test_malformed_json_is_400(server, body):
-    assert_clean_error(post_raw(server, body, "application/json"), 400)
+    assert_clean_error(post_raw(server.client, body, "application/json"), 400)
 
 
 @pytest.mark.parametrize("text", [
@@ -92,7 +84,7 @@ def test_base64_wrapped_in_lines_or_url_safe_is_accepted(server, images):
     wrapped = base64.encodebytes(data).decode()  # 76-column lines, like `base64 file.png`
     assert "\n" in wrapped
     urlsafe = base64.urlsafe_b64encode(data).decode().rstrip("=")
-    plain = top_index(post_raw(server, data))
+    plain = top_index(post_raw(server.client, data))
     response = server.client.post("/predict", json={"images": [wrapped, urlsafe]})
     assert response.status_code == 200, response.text
     assert [p["index"] for p in response.json()["predictions"]] == [plain, plain]
@@ -121,7 +113,7 @@ BAD_MULTIPART = [
 
 @pytest.mark.parametrize("body", BAD_MULTIPART, ids=short_ids(BAD_MULTIPART))
 def test_empty_or_broken_multipart_is_4xx(server, body):
-    response = post_raw(server, body, "multipart/form-data; boundary=b")
+    response = post_raw(server.client, body, "multipart/form-data; boundary=b")
     assert_clean_error(response, (400, 413, 422))
 
 
@@ -141,7 +133,7 @@ def test_multipart_text_fields_are_400_and_names_do_not_matter(server, images):
     "top_k=2&top_k=2", "top_k=+3", "top_k=0x10", "top_k=1001",
 ])
 def test_bad_query_values_are_400(server, images, query):
-    assert_clean_error(post_raw(server, encode(images[0]), query=f"?{query}"), 400)
+    assert_clean_error(post_raw(server.client, encode(images[0]), query=f"?{query}"), 400)
 
 
 BAD_NAMES = [
@@ -152,12 +144,12 @@ BAD_NAMES = [
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=short_ids(BAD_NAMES))
 def test_model_names_with_path_separators_are_400(server, images, name):
-    body = assert_clean_error(post_raw(server, encode(images[0]), query=f"?model={name}"), 400)
+    body = assert_clean_error(post_raw(server.client, encode(images[0]), query=f"?model={name}"), 400)
     assert body["error"] == "invalid_model_name"
 
 
 def test_unknown_but_well_formed_model_is_404(server, images):
-    body = assert_clean_error(post_raw(server, encode(images[0]), query="?model=passwd"), 404)
+    body = assert_clean_error(post_raw(server.client, encode(images[0]), query="?model=passwd"), 404)
     assert MODEL in body["detail"]
 
 

@@ -8,15 +8,13 @@ forward through the admin API, and refuses a tampered version while the old one 
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from service_support import MODEL, TOKEN, band_images, encode, republish
+from support.images import band_images, encode
+from support.service import AUTH, MODEL, TOKEN, post_raw, republish
 
 from artifacts import production, registry
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +25,6 @@ def story(start_server, tmp_path_factory, trained_registry):
     server.wait_live()
     png = encode(band_images(1, seed=3)[0][0])
     return server, reg, trained_registry, png
-
-
-def _predict(client, png):
-    return client.post("/predict", content=png, headers={"Content-Type": "image/png"})
 
 
 def _publish_relabelled(reg: Path, source_version: str, prefix: str) -> str:
@@ -45,7 +39,7 @@ def test_1_not_ready_until_a_model_is_published(story):
     ready = server.client.get("/health/ready")
     assert ready.status_code == 503 and ready.headers["retry-after"]
     assert MODEL in ready.json()["detail"]
-    response = _predict(server.client, png)
+    response = post_raw(server.client, png)
     assert response.status_code == 503 and response.json()["error"] == "model_not_ready"
     assert server.client.get("/models").json() == {"models": [], "waiting_for": [MODEL]}
     server.wait_versions(0)  # both workers up and reporting, serving nothing
@@ -58,15 +52,7 @@ def test_2_first_promotion_makes_every_worker_ready(story):
     shutil.copy(trained / MODEL / "production", reg / MODEL / "production")
     server.wait_versions(1)
     assert server.client.get("/health/ready").status_code == 200
-    assert _predict(server.client, png).json()["version"] == "1"
-
-
-def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    assert post_raw(server.client, png).json()["version"] == "1"
 
 
 def test_3_hot_reload_swaps_versions_without_failing_requests(story):
@@ -78,7 +64,7 @@ def test_3_hot_reload_swaps_versions_without_failing_requests(story):
     def hammer():
         with server.fresh() as client:
             while not stop.is_set():
-                response = _predict(client, png)
+                response = post_raw(client, png)
                 if response.status_code != 200:
                     failures.append(response.text)
                 else:
@@ -88,19 +74,19 @@ def test_3_hot_reload_swaps_versions_without_failing_requests(story):
     for thread in threads:
         thread.start()
     try:
-        _wait_until(lambda: "1" in answered, "requests answered by version 1")
+        server.wait_until(lambda: "1" in answered, "requests answered by version 1")
         version = _publish_relabelled(reg, "1", "v2-")
         production.promote(reg, MODEL, version)
         server.wait_versions(2)
         # keep the load on until the swap is seen from a client (workers poll independently)
-        _wait_until(lambda: "2" in answered, "requests answered by version 2")
+        server.wait_until(lambda: "2" in answered, "requests answered by version 2")
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
     assert failures == []
     assert "2" in answered
-    body = _predict(server.client, png).json()
+    body = post_raw(server.client, png).json()
     assert body["version"] == "2" and body["predictions"][0]["label"].startswith("v2-")
     assert sum(server.metric(r'^imgclf_model_reloads_total\{.*outcome="loaded"')) >= 4
 
@@ -124,7 +110,7 @@ def test_5_admin_rollback_and_promote_move_every_worker(story):
     assert (body["production"], body["loaded"], body["changed"]) == ("1", "1", True)
     assert registry.read_production(reg, MODEL) == "1"
     server.wait_versions(1)
-    assert _predict(server.client, png).json()["version"] == "1"
+    assert post_raw(server.client, png).json()["version"] == "1"
 
     response = server.client.post("/admin/promote", headers=AUTH, json={"version": "2"})
     assert response.status_code == 200, response.text
@@ -159,7 +145,7 @@ def test_7_tampered_version_is_refused_and_the_old_one_keeps_serving(story):
         lambda: sum(server.metric(r'^imgclf_model_reloads_total\{.*outcome="refused"'))
         >= refused_before + 2, "both workers to refuse the tampered version")
     assert server.versions() == [2.0, 2.0]
-    assert _predict(server.client, png).json()["version"] == "2"
+    assert post_raw(server.client, png).json()["version"] == "2"
     assert server.client.get("/health/ready").status_code == 200
     assert "sha256" in server.logs()
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from service_support import TOKEN
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from support.service import AUTH, TOKEN
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ compare, from the environment or a file, off when unset), request ids in respons
 and client errors without stack traces or server paths."""
 
 import ast
-import inspect
+import hmac
 import json
 import re
 import time
@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
-from service_support import (
-    MODEL,
-    REPO,
-    TOKEN,
-    assert_clean_error,
-    band_images,
-    encode,
-    inprocess_settings,
-    wait_ready,
-)
+from support import REPO
+from support.images import band_images, encode
+from support.service import AUTH, MODEL, TOKEN, assert_clean_error, inprocess_settings, wait_ready
 
 from artifacts import registry
 from service.api import admin
@@ -77,10 +70,27 @@ def test_no_pickle_or_full_model_loading_outside_tests():
     assert offenders == []
 
 
-def test_admin_token_is_compared_in_constant_time():
-    source = inspect.getsource(admin.require_admin)
-    assert "hmac.compare_digest(" in source
-    assert not re.search(r"(==|!=)\s*expected|expected\s*(==|!=)", source)
+def test_admin_token_is_compared_in_constant_time(registry_copy, monkeypatch):
+    """Every bearer token, right or wrong, of the expected length or not, is checked by
+    ``hmac.compare_digest`` against the whole expected token: no ``==`` and no early answer
+    on a length mismatch, whose timing would tell an attacker how much of a guess is right."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(given, expected):
+        compared.append((given, expected))
+        return real(given, expected)
+
+    monkeypatch.setattr(admin.hmac, "compare_digest", recording)
+    same_length = TOKEN[:-1] + ("x" if TOKEN[-1] != "x" else "y")
+    attempts = {TOKEN: 200, same_length: 401, TOKEN + "x": 401, TOKEN[:4]: 401, "": 401}
+    with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
+        wait_ready(client)
+        for token, status in attempts.items():
+            compared.clear()
+            response = client.post("/admin/reload", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == status, (token, response.text)
+            assert (token.encode(), TOKEN.encode()) in compared, f"{token!r} was not compared"
 
 
 @pytest.mark.parametrize("content", ["", "   \n"])
@@ -105,10 +115,9 @@ def test_admin_errors_carry_no_paths_or_internals(registry_copy):
                 if k not in ("version", "created_at", "weights_sha256")}
     version = registry.publish(registry_copy, metadata, artifact.model.state_dict())
     (registry_copy / MODEL / version / "weights.pt").write_bytes(b"tampered")
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
         wait_ready(client)
-        refused = client.post("/admin/promote", headers=auth, json={"version": version})
+        refused = client.post("/admin/promote", headers=AUTH, json={"version": version})
         body = assert_clean_error(refused, 422)
         assert "sha256" in body["detail"] and f"{MODEL}/{version}/weights.pt" in body["detail"]
         assert str(registry_copy) not in refused.text
@@ -122,7 +131,7 @@ def test_admin_errors_carry_no_paths_or_internals(registry_copy):
             ("get", "/nowhere/../../etc/passwd", {}, 404),
             ("delete", "/predict", {}, 405),
         ]:
-            headers = {**auth, **kwargs.pop("headers", {})}
+            headers = {**AUTH, **kwargs.pop("headers", {})}
             response = getattr(client, method)(path, headers=headers, **kwargs)
             assert_clean_error(response, status)
         for wrong in ({"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": TOKEN},
@@ -141,8 +150,7 @@ def logged_server(start_server, trained_registry, tmp_path_factory):
 
 
 def test_admin_token_from_a_file_works_on_the_real_server(logged_server):
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    response = logged_server.client.post("/admin/reload", headers=auth)
+    response = logged_server.client.post("/admin/reload", headers=AUTH)
     assert response.status_code == 200, response.text
     assert_clean_error(logged_server.client.post("/admin/reload"), 401)
 

@@ -15,17 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from service_support import MODEL, assert_clean_error, band_images, encode, read_answer, republish
+from support.images import band_images, encode
+from support.server import read_answer
+from support.service import MODEL, assert_clean_error, post_raw, republish
 
 from artifacts import production, registry
 from artifacts.storage import atomic_write_bytes, sha256_file
 
 PNG = encode(band_images(1, seed=5)[0][0])
-HEADERS = {"Content-Type": "image/png"}
-
-
-def _predict(client: httpx.Client) -> httpx.Response:
-    return client.post("/predict", content=PNG, headers=HEADERS)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +112,7 @@ def test_broken_promoted_artifact_is_refused_and_the_old_model_keeps_serving(ser
         assert server.versions() == [float(before)] * 2
         with server.fresh() as client:
             for _ in range(4):
-                response = _predict(client)
+                response = post_raw(client, PNG)
                 assert response.status_code == 200 and response.json()["version"] == before
         ready = server.client.get("/health/ready")
         assert ready.status_code == 200  # still serving: truthful
@@ -144,7 +141,7 @@ def test_pointer_to_a_missing_version_is_reported_and_retried(served):
                           "readiness to name the missing version", timeout=30)
         ready = server.client.get("/health/ready")
         assert ready.status_code == 200  # the loaded version keeps serving
-        assert _predict(server.client).json()["version"] == before
+        assert post_raw(server.client, PNG).json()["version"] == before
         # The version appears (a slow copy finished): picked up without a restart.
         shutil.copytree(reg / MODEL / before, reg / MODEL / "77.tmp")
         meta_path = reg / MODEL / "77.tmp" / "metadata.json"
@@ -169,7 +166,7 @@ def test_unreadable_registry_keeps_serving_and_says_why_without_a_crash_loop(ser
             server.client.get("/health/ready").json()["detail"] or ""), "readiness", timeout=30)
         time.sleep(1.5)  # several polls
         assert server.worker_pids() == pids  # no crash, no restart
-        assert _predict(server.client).status_code == 200
+        assert post_raw(server.client, PNG).status_code == 200
         ready = server.client.get("/health/ready")
         assert "/" + reg.name not in ready.text
         with open(server.log_path, "rb") as handle:
@@ -197,7 +194,7 @@ def test_a_fresh_server_on_an_unreadable_registry_is_not_ready_and_stays_up(star
     assert ready.status_code == 503 and ready.headers["retry-after"]
     assert "cannot read the production pointer" in ready.json()["detail"]
     assert str(tmp_path) not in ready.text
-    body = assert_clean_error(_predict(server.client), 503)
+    body = assert_clean_error(post_raw(server.client, PNG), 503)
     assert body["error"] == "model_not_ready"
     time.sleep(1.0)
     assert server.worker_pids() == pids and server.process.poll() is None
@@ -215,7 +212,7 @@ def test_kill_9_of_a_worker_under_load_fails_only_its_in_flight_requests(served)
         with server.fresh() as client:  # a new connection per request: both workers get work
             while not stop.is_set():
                 try:
-                    response = _predict(client)
+                    response = post_raw(client, PNG)
                     statuses.append(response.status_code)
                     if response.status_code == 200:
                         assert response.json()["version"] == production
@@ -277,7 +274,7 @@ def test_many_large_uploads_at_once_are_bounded_by_the_in_flight_budget(start_se
         sock.close()
     assert answers.count(b"503") >= 1, answers  # refused, not buffered
     assert set(answers) <= {b"503", b"422"}, answers  # the admitted ones decode zeros: 422
-    assert _predict(server.client).status_code == 200  # the budget was given back
+    assert post_raw(server.client, PNG).status_code == 200  # the budget was given back
 
 
 def test_a_client_hanging_up_mid_body_is_not_a_server_error(served):
@@ -290,4 +287,4 @@ def test_a_client_hanging_up_mid_body_is_not_a_server_error(served):
             time.sleep(0.2)
     time.sleep(0.5)
     assert _metric_sum(server, r'^imgclf_http_requests_total\{.*status="500"') == errors_before
-    assert _predict(server.client).status_code == 200
+    assert post_raw(server.client, PNG).status_code == 200

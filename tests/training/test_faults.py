@@ -1,10 +1,10 @@
 """The trainer killed for real (SIGKILL, mid-epoch) and resumed from ``last.pt``: the weights at
 the end equal those of a run that was never interrupted.
 
-(A checkpoint write that fails midway, disk full, is covered in ``test_checkpoints.py``.)
+(A checkpoint write that fails midway, disk full, is covered in
+tests/artifacts/test_storage.py.)
 """
 
-import gzip
 import os
 import signal
 import subprocess
@@ -12,34 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.tobytes())
+from support import REPO
+from support.idx import make_idx_dir
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Fashion-MNIST-shaped idx files, big enough that one epoch takes a moment."""
-    directory = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, count in (("train", 3000), ("t10k", 200)):
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        images = rng.integers(0, 60, (count, 28, 28)).astype(np.int64)
-        for i, label in enumerate(labels):
-            images[i, label * 2:(label + 1) * 2, :] += 150
-        _write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", np.clip(images, 0, 255)
-                   .astype(np.uint8))
-        _write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return directory
+    return make_idx_dir(tmp_path_factory.mktemp("idx"), train=3000, test=200, labels="cycle")
 
 
 def _command(data_dir: Path, runs: Path, run_name: str, *extra: str) -> list[str]:

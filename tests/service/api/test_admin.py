@@ -6,17 +6,13 @@ import errno
 from concurrent.futures import ThreadPoolExecutor
 
 from litestar.testing import TestClient
-from service_support import MODEL, TOKEN, band_images, encode, inprocess_settings, republish, wait_ready
+from support.images import band_images, encode
+from support.service import AUTH, MODEL, TOKEN, inprocess_settings, post_raw, republish, wait_ready
 
 from artifacts import production, registry
 from service.app import create_app
 
 PNG = encode(band_images(1, seed=2)[0][0])
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _post(client):
-    return client.post("/predict", content=PNG, headers={"Content-Type": "image/png"})
 
 
 def test_admin_endpoints_are_disabled_without_a_token(registry_copy):
@@ -40,7 +36,7 @@ def test_read_only_registry_answers_409_not_500(registry_copy, monkeypatch):
             assert response.status_code == 409, response.text
             assert response.json()["error"] == "registry_read_only"
             assert "read-only" in response.json()["detail"]
-        assert _post(client).json()["version"] == "2"  # still serving
+        assert post_raw(client, PNG).json()["version"] == "2"  # still serving
 
 
 def _admin(client, path, body=None):
@@ -62,7 +58,7 @@ def test_admin_rollback_walks_back_through_the_history(registry_copy):
             answers = list(pool.map(lambda _: _admin(client, "/admin/rollback"), range(2)))
         assert sorted(a.json()["production"] for a in answers) == ["1", "2"]
         assert registry.read_production(registry_copy, MODEL) == "1"
-        assert _post(client).json()["version"] == "1"
+        assert post_raw(client, PNG).json()["version"] == "1"
 
 
 def test_promote_refuses_malformed_metadata_with_422_and_keeps_serving(registry_copy):
@@ -73,7 +69,7 @@ def test_promote_refuses_malformed_metadata_with_422_and_keeps_serving(registry_
         assert response.status_code == 422, response.text
         assert "does not describe a model" in response.json()["detail"]
         assert registry.read_production(registry_copy, MODEL) == "1"
-        assert _post(client).json()["version"] == "1"
+        assert post_raw(client, PNG).json()["version"] == "1"
 
 
 def test_an_invalid_pointer_answers_409_to_reload_and_promote_repairs_it(registry_copy):

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -10,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from service_support import MODEL, TOKEN, band_images, encode, reference_probabilities
+from support.bombs import png_bomb
+from support.images import band_images, encode
+from support.service import MODEL, TOKEN, reference_probabilities
 
 from service.schemas import PredictResponse
 
@@ -146,22 +147,8 @@ def test_limits_answer_413_with_the_limit_named(server, images):
     assert pixels.status_code == 413 and "MAX_PIXELS" in pixels.json()["detail"]
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid 8-bit grey PNG of width x height zeros: a few KB that decode to GBs."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (width + 1)
-    raw = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw)
-            + chunk(b"IEND", b""))
-
-
 def test_decompression_bomb_is_refused_from_the_header_and_the_worker_survives(server, images):
-    bomb = _png_bomb(50_000, 50_000)
+    bomb = png_bomb(50_000, 50_000)
     assert len(bomb) < MAX_BODY
     response = server.client.post("/predict", content=bomb, headers={"Content-Type": "image/png"})
     assert response.status_code == 413 and "MAX_PIXELS" in response.json()["detail"]

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from service_support import encode, table_of
+from support.images import encode
+from support.service import table_of
 
 from service import metrics
 from service.workers.connection_balance import ConnectionBalance

@@ -9,7 +9,9 @@ import time
 
 import pytest
 import torch
-from service_support import encode, read_answer, table_of
+from support.images import encode
+from support.server import read_answer
+from support.service import table_of
 
 from service.workers import core_share, worker_table
 from service.workers.core_share import BUSY_HOLD_S, CoreShare, usable_cores

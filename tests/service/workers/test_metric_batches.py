@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from support import REPO
 
 from service.workers import metric_batches
 from service.workers.metric_batches import PendingMetrics, observe_many
@@ -72,7 +72,7 @@ def test_observe_many_matches_observe_in_multiprocess_mode(tmp_path):
     """)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, check=True, timeout=60, cwd=Path(__file__).parents[2]).stdout
+                         text=True, check=True, timeout=60, cwd=REPO).stdout
     one = sorted(line.replace("one_seconds", "X") for line in out.splitlines()
                  if line.startswith("one_seconds"))
     bulk = sorted(line.replace("bulk_seconds", "X") for line in out.splitlines()

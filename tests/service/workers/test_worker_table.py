@@ -5,7 +5,7 @@ import math
 import os
 from types import SimpleNamespace
 
-from service_support import table_of
+from support.service import table_of
 
 from service.workers import worker_table
 from service.workers.worker_table import NOT_SERVING, WorkerTable

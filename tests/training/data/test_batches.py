@@ -1,31 +1,14 @@
+"""Training batches (``training.data.batches``): every sample once per epoch, a shuffle that
+repeats per epoch, sharded evaluation, and augmentation per image."""
+
 import torch
 
 from training.data.batches import BatchAugment, BatchLoader
 from training.data.sources import ImageTensors
-from training.data.splits import split_holdout
 
 
 def _data(n: int = 50) -> ImageTensors:
     return ImageTensors(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8), torch.arange(n))
-
-
-def _keyed(names: list[str]) -> ImageTensors:
-    n = len(names)
-    return ImageTensors(torch.zeros((n, 1, 2, 2), dtype=torch.uint8), torch.arange(n), keys=names)
-
-
-def test_keyed_holdout_depends_on_each_key_alone():
-    names = [f"c/{i}.png" for i in range(200)]
-    _, held = split_holdout(_keyed(names), 0.1, seed=1)
-    _, held_grown = split_holdout(_keyed(names[:150] + ["c/new.png"] + names[150:]), 0.1, seed=1)
-    assert set(held.keys) <= set(held_grown.keys) <= set(held.keys) | {"c/new.png"}
-    assert 5 <= len(held) <= 40  # about 10%
-
-
-def test_keyed_holdout_keeps_one_sample_on_each_side():
-    for fraction in (0.01, 0.99):
-        kept, held = split_holdout(_keyed(["a.png", "b.png"]), fraction, seed=0)
-        assert (len(kept), len(held)) == (1, 1)
 
 
 def test_training_batches_cover_every_sample_once_per_epoch():

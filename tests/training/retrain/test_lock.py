@@ -9,7 +9,8 @@ import textwrap
 import time
 
 import pytest
-from schedule_support import NAME, REPO, production, reports
+from support import REPO
+from support.retrain import NAME, production, reports
 
 from artifacts import registry
 from training.retrain.lock import LockBusyError, RunLock

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from schedule_support import NAME, production, reports
+from support.retrain import NAME, production, reports
 
 from artifacts import registry
 from artifacts.production import promote, prune_versions

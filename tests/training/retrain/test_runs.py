@@ -3,11 +3,11 @@ and a tampered production model."""
 
 import pytest
 from PIL import Image
-from schedule_support import BAD, GOOD, NAME, production, reports
+from support.images import make_imagefolder
+from support.retrain import BAD, GOOD, NAME, production, reports
 
 from artifacts import registry
 from artifacts.production import previous_production, promote
-from tests.conftest import make_imagefolder
 from training.retrain.loop import EXIT_FAILED, EXIT_NO_MODEL, EXIT_OK, run_schedule
 
 
@@ -93,7 +93,7 @@ def test_crash_mid_run_leaves_production_untouched(job_env, monkeypatch):
 
 def test_production_is_scored_on_the_candidates_test_split_while_data_arrives(job_env, tmp_path, monkeypatch):
     # No test/ folder: the test split is held out of train/, which grows while the candidate trains.
-    data = make_imagefolder(tmp_path / "growing", per_class=24)
+    data = make_imagefolder(tmp_path / "growing", splits={"train": 24})
     job_env(TRAIN_DATA_DIR=str(data))
     assert run_schedule(once=True) == EXIT_OK
     import training.train
