@@ -30,11 +30,13 @@ errorlog = "-"
 # on_starting corrects it when the command line overrides `workers` (gunicorn -w N).
 os.environ["WEB_CONCURRENCY"] = str(workers)
 
+# A directory this file made is marked as its own, so that it is still removed at exit after a
+# HUP (gunicorn then reads this file again, and finds PROMETHEUS_MULTIPROC_DIR set by itself).
 _multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-_own_multiproc_dir = not _multiproc_dir
-if _own_multiproc_dir:
+_own_multiproc_dir = not _multiproc_dir or os.environ.get("IMGCLF_OWN_MULTIPROC_DIR") == _multiproc_dir
+if not _multiproc_dir:
     _multiproc_dir = tempfile.mkdtemp(prefix="imgclf-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _multiproc_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["IMGCLF_OWN_MULTIPROC_DIR"] = _multiproc_dir
 
 logconfig_dict = {
     "version": 1,

@@ -6,14 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 from support.idx import make_idx_dir
-from support.images import band_images
 from support.training import tiny_train_config
 
 from training.config import TrainConfig
-
-# tests/training/test_cli.py imports the band images by this name from here, until it imports
-# them from support.images.
-synthetic_images = band_images
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ requests, httpx and browsers all send one canonical shape: no preamble, ``--boun
 a ``Content-Disposition: form-data; name=...; filename=...`` header (plus an optional
 ``Content-Type``), a blank line, the bytes, and ``CRLF --boundary`` again. :func:`split_files`
 splits that shape with ``bytes.find`` and answers None for anything else, so the library still
-decides every unusual or malformed body. ``tests/service/test_form_fast.py`` checks, on
+decides every unusual or malformed body. ``tests/service/api/test_multipart_fast.py`` checks, on
 generated bodies of every shape, that whenever it answers, the answer is the library's.
 """
 

@@ -28,7 +28,7 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
     plus one for the sum. ``histogram`` is a labelled child of a ``prometheus_client``
     ``Histogram``; its per-bucket values (``_upper_bounds``, ``_buckets``, ``_sum``) have no
     public bulk setter, so where they are missing (another layout) each value is observed on its
-    own: same result, just slower. ``tests/service/test_metric_batches.py`` holds the two
+    own: same result, just slower. ``tests/service/workers/test_metric_batches.py`` holds the two
     ways to the same exposition text."""
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)

@@ -31,23 +31,8 @@ def test_the_master_survives_a_reload_that_replaces_many_workers_at_once(tmp_pat
     """HUP replaces every worker; the old ones exit together, and gunicorn runs ``child_exit``
     in its SIGCHLD handler, re-entered meanwhile. With its imports done there for the first
     time the master died of a half-imported module (4 runs of 4 with 8 workers)."""
-    (tmp_path / "plain.py").write_text(
-        "def app(environ, start_response):\n"
-        "    start_response('200 OK', [])\n"
-        "    return [b'ok']\n")
-    (tmp_path / "conf.py").write_text(
-        "import runpy\n"
-        f"globals().update({{k: v for k, v in runpy.run_path({str(CONF)!r}).items()"
-        " if not k.startswith('__')})\n"
-        "worker_class = 'sync'\n"
-        "workers = 8\n"
-        f"bind = '127.0.0.1:{free_port()}'\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
-    master = subprocess.Popen(
-        [str(GUNICORN), "-c", str(tmp_path / "conf.py"),
-         "plain:app"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
+    master = _start_master(tmp_path, workers=8,
+                           PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"))
     try:
         first = _wait_children(master, 8)
         os.kill(master.pid, signal.SIGHUP)
@@ -64,6 +49,49 @@ def test_the_master_survives_a_reload_that_replaces_many_workers_at_once(tmp_pat
         if master.poll() is None:
             os.killpg(master.pid, signal.SIGTERM)
         master.wait(timeout=30)
+
+
+def test_the_metrics_directory_it_made_is_removed_at_exit_even_after_a_reload(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR the config makes a temporary directory and removes it at
+    exit. A HUP reads the config again, which then finds the variable it exported itself."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PROMETHEUS_MULTIPROC_DIR", "IMGCLF_OWN_MULTIPROC_DIR")}
+    master = _start_master(tmp_path, workers=2, base_env=env, TMPDIR=str(temp))
+    try:
+        first = _wait_children(master, 2)
+        assert [p.name[:15] for p in temp.iterdir()] == ["imgclf-metrics-"]
+        os.kill(master.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (_children(master.pid) - first) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        os.killpg(master.pid, signal.SIGTERM)
+        master.wait(timeout=30)
+    assert list(temp.iterdir()) == []
+
+
+def _start_master(tmp_path: Path, *, workers: int, base_env: dict | None = None,
+                  **env: str) -> subprocess.Popen:
+    """gunicorn with service/gunicorn.conf.py, sync workers and a plain WSGI app."""
+    (tmp_path / "plain.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    (tmp_path / "conf.py").write_text(
+        "import runpy\n"
+        f"globals().update({{k: v for k, v in runpy.run_path({str(CONF)!r}).items()"
+        " if not k.startswith('__')})\n"
+        "worker_class = 'sync'\n"
+        f"workers = {workers}\n"
+        f"bind = '127.0.0.1:{free_port()}'\n")
+    env = {**(base_env if base_env is not None else os.environ),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]), **env}
+    return subprocess.Popen([str(GUNICORN), "-c", str(tmp_path / "conf.py"), "plain:app"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _children(pid: int) -> set[int]:

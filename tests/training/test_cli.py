@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support.images import band_images
 
 from artifacts import production, registry
-from tests.conftest import synthetic_images
 from training.cli import build_parser, main
 from training.train import main as train_main
 
@@ -38,7 +38,7 @@ def test_train_publishes_promotes_and_prints_test_accuracy_last(idx_dir, tmp_pat
     assert "epoch 2/2" in proc.stderr  # one summary line per epoch
 
     # the published model then classifies image files, and summarises itself
-    images, _ = synthetic_images(2, classes=10, seed=5)
+    images, _ = band_images(2, classes=10, seed=5)
     files = []
     for i, pixels in enumerate(images):
         files.append(tmp_path / f"{i}.png")

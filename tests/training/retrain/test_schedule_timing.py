@@ -9,7 +9,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from schedule_support import NAME, REPO, production, reports
+from support import REPO
+from support.retrain import NAME, production, reports
 
 from training.retrain.loop import EXIT_OK, Scheduler, run_schedule
 from training.retrain.settings import ScheduleSettings, load_recipe
