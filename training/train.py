@@ -184,5 +184,5 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
     )
     version = registry.publish(Path(cfg.registry), metadata, state_dict)
     if cfg.promote:
-        production.promote(Path(cfg.registry), cfg.model_name, version)
+        production.switch_production(Path(cfg.registry), cfg.model_name, version)  # locked
     return version

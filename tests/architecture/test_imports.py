@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 PACKAGES = ("models", "artifacts", "training", "service")
 FORBIDDEN = {
     "models": {"artifacts", "training", "service"},

@@ -6,13 +6,12 @@ plugin is installed (skipped otherwise); ``tests/docker/e2e.sh`` runs everything
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from support import REPO
 
 yaml = pytest.importorskip("yaml")
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 GPU_COMPOSE = REPO / "docker-compose.gpu.yml"
 DOCKERFILE = REPO / "Dockerfile"

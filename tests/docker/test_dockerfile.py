@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 yaml = pytest.importorskip("yaml")
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 GPU_COMPOSE = REPO / "docker-compose.gpu.yml"
 DOCKERFILE = REPO / "Dockerfile"

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 HAS_NVIDIA = shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
 
 

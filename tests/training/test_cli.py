@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import REPO
 from support.images import band_images
 
 from artifacts import production, registry
 from training.cli import build_parser, main
 from training.train import main as train_main
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, "-m", "training", "train"]
 COMMANDS = ("train", "predict", "versions", "promote", "rollback", "summary", "schedule")
 
