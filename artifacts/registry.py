@@ -154,13 +154,10 @@ def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torc
             shutil.rmtree(staging, ignore_errors=True)
 
 
-@dataclass
-class Artifact:
-    """A published model, verified and ready to run on CPU."""
+class MetadataFields:
+    """Named access to the ``metadata.json`` fields every holder of a version reads."""
 
     metadata: dict[str, Any]
-    model: nn.Module
-    path: Path
 
     @property
     def name(self) -> str:
@@ -171,12 +168,25 @@ class Artifact:
         return self.metadata["version"]
 
     @property
+    def sha256(self) -> str:
+        return self.metadata["weights_sha256"]
+
+    @property
     def class_labels(self) -> list[str]:
         return self.metadata["class_labels"]
 
     @property
     def input_spec(self) -> InputSpec:
         return InputSpec.from_dict(self.metadata["input"])
+
+
+@dataclass
+class Artifact(MetadataFields):
+    """A published model, verified and ready to run on CPU."""
+
+    metadata: dict[str, Any]
+    model: nn.Module
+    path: Path
 
 
 _FIELD_TYPES = {"name": str, "version": str, "architecture": str, "weights_sha256": str,

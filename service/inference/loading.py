@@ -19,7 +19,7 @@ from torch import nn
 
 from artifacts.devices import serving_dtype
 from artifacts.preprocess import EvalTransform, InputSpec
-from artifacts.registry import ArtifactValidationError, load_artifact
+from artifacts.registry import ArtifactValidationError, MetadataFields, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def warmup_sizes(device: torch.device, max_batch: int) -> list[int]:
 
 
 @dataclass(eq=False)  # identity semantics: the batcher never mixes two loaded versions
-class LoadedModel:
+class LoadedModel(MetadataFields):
     """One version of one model, in ``eval()`` on its device, ready for forward passes."""
 
     metadata: dict[str, Any]
@@ -61,18 +61,6 @@ class LoadedModel:
     loaded_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
-
-    @property
-    def name(self) -> str:
-        return self.metadata["name"]
-
-    @property
-    def version(self) -> str:
-        return self.metadata["version"]
-
-    @property
-    def sha256(self) -> str:
-        return self.metadata["weights_sha256"]
 
     @property
     def precision(self) -> str:
