@@ -29,7 +29,6 @@ from service.errors import exception_to_http_response
 from service.inference.predictor import Predictor
 from service.inference.reloader import Reloader
 from service.settings import Settings
-from service.workers.connection_balance import ConnectionBalance, HandOffMiddleware
 from service.workers.core_share import BusyMiddleware
 
 log = logging.getLogger(__name__)
@@ -43,14 +42,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "set DECODE_INLINE_PIXELS instead (default %d)", settings.decode_inline_pixels)
     predictor = Predictor(settings)
     reloader = Reloader(predictor)
-    balance = (ConnectionBalance.of_this_worker(serving=predictor.serving)
-               if settings.connection_balance else None)
 
     async def start() -> None:
         await predictor.start()
         reloader.start()
-        if balance is not None:
-            balance.start()
         await reloader.wait_first_round(settings.startup_load_wait_s)
         # Everything alive now (torch, the framework, the model) lives as long as the worker:
         # out of the collector's reach, full collections stop walking it (a loaded worker's
@@ -59,8 +54,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gc.freeze()
 
     async def stop() -> None:
-        if balance is not None:
-            balance.stop()
         await reloader.stop()
         await predictor.stop()
 
@@ -94,16 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outside Litestar's exception handling, so that request ids and request metrics cover
     # every response, 404s and errors included.
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
-    _add_worker_machinery(app, predictor, balance)
-    return app
-
-
-def _add_worker_machinery(app: Litestar, predictor: Predictor,
-                          balance: ConnectionBalance | None) -> None:
-    """The gunicorn workers' shared machinery, outermost (``service.workers``; what each piece
-    buys is in docs/performance.md): a worker answering a request counts as busy, so that its
-    siblings' forwards keep to their own cores; a crowded worker hands keep-alive connections
-    off to the others."""
+    # Outermost: a worker answering a request counts as busy, so that its siblings' forwards
+    # keep to their own cores meanwhile (service.workers.core_share; docs/performance.md).
     app.asgi_handler = BusyMiddleware(app.asgi_handler, cores=lambda: predictor.cores)
-    if balance is not None:
-        app.asgi_handler = HandOffMiddleware(app.asgi_handler, balance)
+    return app

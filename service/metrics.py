@@ -50,11 +50,6 @@ FORWARDS = Counter(
     "forward passes by intra-op threads (above TORCH_THREADS: cores borrowed from idle workers)",
     ["model", "threads"],
 )
-CONNECTIONS_HANDED_OFF = Counter(
-    "imgclf_connections_handed_off_total",
-    "answers with Connection: close from a worker with more keep-alive connections than its "
-    "share (the client reconnects, most likely to a less busy worker)",
-)
 BATCH_SIZE = Histogram(
     "imgclf_batch_size_images", "images per forward pass", ["model"], buckets=_BATCH_BUCKETS
 )

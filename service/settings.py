@@ -43,12 +43,6 @@ class Settings(BaseSettings):
                     "all usable cores, never fewer than TORCH_THREADS; set it to TORCH_THREADS "
                     "to never borrow cores)",
     )
-    connection_balance: bool = Field(
-        True,
-        description="a worker with clearly more keep-alive connections than the others answers "
-                    "some requests with Connection: close, so that those clients reconnect to "
-                    "a less busy worker",
-    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="images per forward pass")
     max_batch_wait_ms: float = Field(
         2.0, ge=0, le=1000,

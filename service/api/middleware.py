@@ -14,7 +14,6 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.logs import REQUEST_ID
-from service.workers.metric_batches import PendingMetrics
 
 log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -31,10 +30,6 @@ class ObservabilityMiddleware:
         # turn to the inference thread).
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count()
-        # Request metrics are written in bulk (service.workers.metric_batches): when the worker falls
-        # idle, else FLUSH_INTERVAL_S after the first one held back.
-        self._pending = PendingMetrics()
-        self._in_flight = 0
 
     def _children(self, method: str, route: str, status: int) -> tuple:
         """Labelled metric children, resolved once per (method, route, status)."""
@@ -48,10 +43,7 @@ class ObservabilityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            try:
-                await self.app(scope, receive, send)
-            finally:  # lifespan: the app is shutting down; nothing held back is lost
-                self._pending.flush()
+            await self.app(scope, receive, send)
             return
         request_id = ""
         for name, value in scope["headers"]:
@@ -72,7 +64,6 @@ class ObservabilityMiddleware:
             await send(message)
 
         started = time.perf_counter()
-        self._in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -80,10 +71,8 @@ class ObservabilityMiddleware:
             route = scope.get("path_template") or "unmatched"
             method = scope["method"]
             counter, histogram = self._children(method, route, status)
-            self._in_flight -= 1
-            self._pending.inc(counter)
-            self._pending.observe(histogram, elapsed)
-            self._pending.flush_when_due(idle=not self._in_flight)
+            counter.inc()
+            histogram.observe(elapsed)
             if status >= 500 and status != 503:  # 503s (not ready, overload) are expected
                 log.warning("%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1e3)
             REQUEST_ID.reset(token)

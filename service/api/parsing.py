@@ -19,7 +19,6 @@ import multipart
 from litestar.types import Receive, Scope
 from pydantic import ValidationError
 
-from service.api.multipart_fast import split_files
 from service.errors import (
     BadRequestError,
     ClientDisconnectedError,
@@ -194,9 +193,6 @@ def _check_count(count: int, max_images: int) -> None:
 def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> list[RawImage]:
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary parameter")
-    files = split_files(body, boundary.encode(), max_parts=max_images)
-    if files is not None:  # the canonical shape, split fast; the library decides the others
-        return [RawImage(filename=name, data=data) for name, data in files]
     images: list[RawImage] = []
     segment: multipart.MultipartSegment | None = None
     chunks: list[bytes] = []

@@ -40,7 +40,6 @@ from typing import Any, Generic, TypeVar
 
 from service import metrics
 from service.errors import InferenceError, QueueFullError
-from service.workers.metric_batches import observe_many
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -214,7 +213,8 @@ class MicroBatcher(Generic[K]):
         while True:
             batch = await self._gather()
             now = time.perf_counter()
-            observe_many(self._m_wait, [now - item.enqueued for item in batch])
+            for item in batch:
+                self._m_wait.observe(now - item.enqueued)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run_batch, batch[0].key, [i.payload for i in batch]

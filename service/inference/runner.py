@@ -23,7 +23,6 @@ from service.inference.loading import LoadedModel
 from service.schemas import Result
 from service.settings import Settings
 from service.workers.core_share import CoreShare
-from service.workers.metric_batches import observe_many
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,8 @@ class BatchRunner:
         decode_times: list[float] = []
         pixels = [self._pixels(loaded, job, decode_times) for job in jobs]
         decode_time, forward_time, batch_size, images = self._children(loaded.name)
-        observe_many(decode_time, decode_times)
+        for seconds in decode_times:
+            decode_time.observe(seconds)
         good = [(job, chunk) for job, chunk in zip(jobs, pixels, strict=True)
                 if isinstance(chunk, list)]
         if not good:

@@ -1,36 +1,29 @@
 """What the gunicorn workers of one server tell each other: a small table in shared memory
 that the gunicorn master creates before it forks them (``service/gunicorn.conf.py``).
 
-Each worker has a slot with two entries:
-
-- until when it is busy (``service.workers.core_share``: a forward borrows the cores of idle workers);
-- how many keep-alive connections sent it a request in the last window
-  (``service.workers.connection_balance``: a worker with clearly more than its share asks some
-  clients to reconnect).
+Each worker has a slot that says until when it is busy (``service.workers.core_share``: a
+forward borrows the cores of idle workers).
 
 Every entry has one writer at a time (its worker's event loop; the master only when it hands
 the slot out or the worker has exited); readers take plain reads. A stale read costs one
-forward on a less suited thread count or one connection moved for nothing, never a wrong
-answer.
+forward on a less suited thread count, never a wrong answer.
 """
 
 import mmap
 
-_ENTRY = "d"  # 8-byte floats: a time, a count, or NOT_SERVING
-NOT_SERVING = -1.0  # connections of a worker that cannot take them: loading, stopping, exited
+_ENTRY = "d"  # 8-byte floats
 
 
 class WorkerTable:
     """Per slot: until when the worker is busy (``time.monotonic()``, one clock for all
-    processes of the host; inf while working) and its connections. Entry 0 holds how many
-    slots were ever handed out, so that readers scan only those."""
+    processes of the host; inf while working). Entry 0 holds how many slots were ever handed
+    out, so that readers scan only those."""
 
     def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, (2 * slots + 1) * 8)  # MAP_SHARED: the forks see one table
+        self._memory = mmap.mmap(-1, (slots + 1) * 8)  # MAP_SHARED: the forks see one table
         entries = memoryview(self._memory).cast(_ENTRY)
         self._used = entries[:1]
-        self._busy_until = entries[1:slots + 1]
-        self._connections = entries[slots + 1:]
+        self._busy_until = entries[1:]
 
     @property
     def slots(self) -> int:
@@ -46,9 +39,8 @@ class WorkerTable:
         return None
 
     def clear(self, slot: int) -> None:
-        """An exited worker, or one that has not started: idle, and not serving."""
+        """An exited worker, or one that has not started: idle."""
         self._busy_until[slot] = 0.0
-        self._connections[slot] = NOT_SERVING
 
     def set_busy_until(self, slot: int, until: float) -> None:
         self._busy_until[slot] = until
@@ -56,14 +48,6 @@ class WorkerTable:
     def others_busy(self, slot: int, now: float) -> bool:
         busy = self._busy_until[:int(self._used[0])]
         return max(busy[:slot], default=0.0) > now or max(busy[slot + 1:], default=0.0) > now
-
-    def set_connections(self, slot: int, count: float) -> None:
-        """``count`` connections, or ``NOT_SERVING``."""
-        self._connections[slot] = count
-
-    def serving_connections(self) -> list[float]:
-        """The connections of every worker that serves, this one included."""
-        return [c for c in self._connections[:int(self._used[0])] if c != NOT_SERVING]
 
 
 # The master's table (set by ``create_table``) and, in a worker, its own slot (``join``).
@@ -80,8 +64,7 @@ def create_table(slots: int = 1024) -> None:
 
 def assign_slot(worker: object, live_workers: list[object]) -> None:
     """In the master (gunicorn's ``pre_fork``): give ``worker`` a slot no live worker holds.
-    Without a free slot the worker neither borrows cores nor moves connections, and counts for
-    nobody."""
+    Without a free slot the worker never borrows cores, and counts for nobody."""
     if _table is None:
         return
     taken = {getattr(other, _SLOT_ATTRIBUTE, None) for other in live_workers}
@@ -95,7 +78,7 @@ def join(worker: object) -> None:
 
 
 def release(worker: object) -> None:
-    """In the master when a worker exited (``child_exit``): nothing in flight, no connections."""
+    """In the master when a worker exited (``child_exit``): nothing in flight."""
     slot = getattr(worker, _SLOT_ATTRIBUTE, None)
     if _table is not None and slot is not None:
         _table.clear(slot)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from support.service import table_of
 
 from service.workers import worker_table
-from service.workers.worker_table import NOT_SERVING, WorkerTable
+from service.workers.worker_table import WorkerTable
 
 
 def test_the_master_gives_each_live_worker_its_own_slot(monkeypatch):
@@ -21,30 +21,23 @@ def test_the_master_gives_each_live_worker_its_own_slot(monkeypatch):
     assert (first.worker_table_slot, second.worker_table_slot) == (0, 1)
     assert third.worker_table_slot is None  # table full: it counts for nobody
     table.set_busy_until(0, math.inf)
-    table.set_connections(0, 40)
-    table.set_connections(1, 3)
-    worker_table.release(first)  # exited mid-request: its slot is free, idle, not serving
+    assert table.others_busy(1, now=0.0)
+    worker_table.release(first)  # exited mid-request: its slot is free and idle
     assert not table.others_busy(1, now=0.0)
-    assert table.serving_connections() == [3]
     replacement = SimpleNamespace()
     worker_table.assign_slot(replacement, [second])
     assert replacement.worker_table_slot == 0
-    assert table.serving_connections() == [3]  # serves once it says so itself
 
 
 def test_entries_written_in_a_forked_worker_are_seen_by_the_others():
     table = table_of(3)
-    assert table.serving_connections() == []  # handed out, nobody serving yet
+    assert not table.others_busy(0, now=0.0)
     pid = os.fork()
     if pid == 0:  # a sibling worker
         table.set_busy_until(2, math.inf)
-        table.set_connections(2, 7)
         os._exit(0)
     assert os.waitpid(pid, 0)[1] == 0
     assert table.others_busy(0, now=0.0) and not table.others_busy(2, now=0.0)
-    assert table.serving_connections() == [7]
-    table.set_connections(2, NOT_SERVING)
-    assert table.serving_connections() == []
 
 
 def test_a_worker_without_gunicorns_hooks_has_no_place_in_a_table(monkeypatch):
