@@ -1,0 +1,2 @@
+"""What the gunicorn workers of one server share (a table in shared memory), and the core
+sharing built on it."""
