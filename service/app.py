@@ -24,7 +24,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service.api.admin import AdminController
 from service.api.info import InfoController
 from service.api.middleware import ObservabilityMiddleware
-from service.api.predict import document_predict, predict
+from service.api.predict import PREDICT_PATH, document_predict, predict
+from service.api.shedding import ShedWhenOverloaded
 from service.errors import exception_to_http_response
 from service.inference.predictor import Predictor
 from service.inference.reloader import Reloader
@@ -84,8 +85,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     document_predict(app.openapi_schema)  # a raw ASGI route: Litestar cannot describe it
-    # Outside Litestar's exception handling, so that request ids and request metrics cover
-    # every response, 404s and errors included.
+    # Outside Litestar's exception handling: an overloaded worker refuses before routing
+    # (service.api.shedding), and request ids and request metrics cover every response, 404s,
+    # errors and those refusals included.
+    app.asgi_handler = ShedWhenOverloaded(app.asgi_handler, path=PREDICT_PATH,
+                                          refusal=predictor.refusal)
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
     # Outermost: a worker answering a request counts as busy, so that its siblings' forwards
     # keep to their own cores meanwhile (service.workers.core_share; docs/performance.md).

@@ -31,11 +31,12 @@ from service.api.parsing import MAX_TOP_K, PredictRequest
 from service.inference.predictor import Predictor
 from service.schemas import ErrorResponse, PredictResponse
 
+PREDICT_PATH = "/predict"
 _JSON_HEADERS = (b"content-type", b"application/json")
 _SCHEMAS = "#/components/schemas/"
 
 
-@asgi("/predict", copy_scope=False)
+@asgi(PREDICT_PATH, copy_scope=False)
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     """One result per image, in input order. One bad image refuses the whole request."""
     if scope["method"] != "POST":
@@ -76,7 +77,7 @@ def document_predict(openapi: OpenAPI) -> None:
 
     binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
     openapi.paths = dict(openapi.paths or {})
-    openapi.paths["/predict"] = PathItem(post=Operation(
+    openapi.paths[PREDICT_PATH] = PathItem(post=Operation(
         tags=["predict"],
         summary="Classify one or many images",
         description="One result per image, in input order. One bad image refuses the whole "

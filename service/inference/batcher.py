@@ -129,13 +129,19 @@ class MicroBatcher(Generic[K]):
                     f"MAX_QUEUE={self.max_queue}); retry shortly")
         return None
 
+    def refuse_now(self, count: int = 1) -> str | None:
+        """:meth:`refusal`, counted as a rejected request when it refuses."""
+        reason = self.refusal(count)
+        if reason is not None:
+            self._m_rejected.inc()
+        return reason
+
     def check_capacity(self, count: int = 1) -> None:
         """Raise QueueFullError (counted) when :meth:`refusal` refuses ``count`` more images.
         The predictor asks before it reads a request's body too, so that an overloaded worker
         refuses cheaply instead of receiving and decoding images it would throw away."""
-        reason = self.refusal(count)
+        reason = self.refuse_now(count)
         if reason is not None:
-            self._m_rejected.inc()
             raise QueueFullError(reason)
 
     async def submit(self, key: K, payload: Any, count: int) -> Any:

@@ -170,6 +170,12 @@ class Predictor:
             f"v{previous.version}" if previous else "nothing",
         )
 
+    def refusal(self) -> str | None:
+        """Why the default model's queue takes no more work now (counted as a refusal), else
+        None: asked by :class:`~service.api.shedding.ShedWhenOverloaded` before routing."""
+        slot = self.slots.get(self.settings.default_model)
+        return slot.batcher.refuse_now() if slot is not None else None
+
     # ------------------------------------------------------------------ the request path
 
     async def predict(self, request: PredictRequest) -> bytes:

@@ -11,6 +11,7 @@ from support.images import band_images, encode
 from support.service import MODEL, inprocess_settings, post_raw, reference_probabilities, wait_ready
 
 from service.app import create_app
+from service.inference.predictor import Predictor
 from service.inference.runner import BatchRunner
 
 PNG = encode(band_images(1, seed=2)[0][0])
@@ -37,6 +38,39 @@ def test_full_queue_answers_503_with_retry_after(registry_copy, monkeypatch):
     assert "MAX_QUEUE" in refused.json()["detail"]
     # Refused at the door or after the body was read, a 503 is counted under /predict.
     assert counted == statuses.count(503)
+
+
+def test_an_overloaded_worker_refuses_the_default_model_before_routing(registry_copy,
+                                                                       monkeypatch):
+    """At the door (service.api.shedding): same JSON, Retry-After, request id and metrics as a
+    refusal by the predictor, but neither the route nor the predictor runs. A request naming the
+    model takes the normal path and is refused there."""
+    from service.inference.batcher import MicroBatcher
+
+    app = create_app(inprocess_settings(registry_copy))
+    with TestClient(app) as client:
+        wait_ready(client)
+        before = _refusals_counted(client)
+        reached = []
+        original_predict = Predictor.predict
+
+        async def predict(self, request):
+            reached.append(request.model)
+            return await original_predict(self, request)
+
+        monkeypatch.setattr(Predictor, "predict", predict)
+        monkeypatch.setattr(MicroBatcher, "refusal", lambda self, count=1: "the queue is full")
+        at_door = client.post("/predict", content=PNG, headers={
+            "Content-Type": "image/png", "X-Request-ID": "door-1"})
+        named = post_raw(client, PNG, query=f"?model={MODEL}")
+        counted = _refusals_counted(client) - before
+    assert at_door.status_code == named.status_code == 503
+    assert at_door.json() == {"error": "overloaded", "detail": "the queue is full",
+                              "request_id": "door-1"}
+    assert at_door.headers["retry-after"] == "1" and at_door.headers["x-request-id"] == "door-1"
+    assert reached == [MODEL]  # only the request naming the model reached the predictor
+    assert named.json()["error"] == "overloaded"
+    assert counted == 2
 
 
 def _refusals_counted(client) -> float:
