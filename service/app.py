@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service.api.admin import AdminController
 from service.api.info import InfoController
 from service.api.middleware import ObservabilityMiddleware
+from service.api.parsing import BodyBudget
 from service.api.predict import PREDICT_PATH, document_predict, predict
 from service.api.shedding import ShedWhenOverloaded
 from service.errors import exception_to_http_response
@@ -80,7 +81,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                               description="ADMIN_TOKEN"),
             }),
         ),
-        state=State({"settings": settings, "predictor": predictor}),
+        # The request bodies this worker holds at once (MAX_INFLIGHT_BYTES), and each one's
+        # limit (MAX_BODY_BYTES): shared by every /predict of the worker.
+        state=State({"settings": settings, "predictor": predictor,
+                     "body_budget": BodyBudget(settings.max_inflight_bytes,
+                                               max_body=settings.max_body_bytes)}),
         logging_config=None,  # gunicorn's logconfig_dict (service/gunicorn.conf.py) owns logging
         debug=False,
     )

@@ -65,7 +65,7 @@ logconfig_dict = {
 def on_starting(server):
     """Tell the workers the real worker count (``-w N`` on the command line wins over this
     file), create the table the workers share (``service.workers.worker_table``: idle workers lend
-    their cores, crowded ones hand keep-alive connections off), and start from an empty
+    their cores), and start from an empty
     metrics dir: stale files of a previous run would be summed in."""
     # Every module the other hooks import is imported here, once: child_exit runs in the
     # master's SIGCHLD handler, which re-enters when several workers exit at once (a HUP with

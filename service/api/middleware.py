@@ -1,6 +1,8 @@
-"""Outermost ASGI layer: a request id on every response and log line, and request metrics.
+"""The request-id and metrics layer: a request id on every response and log line, and request
+metrics (inside only ``service.workers.core_share.BusyMiddleware``).
 
-It wraps Litestar's exception handling, so it also sees 404s and errors, and labels metrics
+It wraps Litestar's exception handling and the shedding at the door, so it also sees 404s,
+errors and refusals, and labels metrics
 with the matched route template (bounded cardinality), never the raw path.
 """
 

@@ -26,6 +26,7 @@ from service.errors import (
     QueueFullError,
     UnsupportedMediaTypeError,
 )
+from service.inference.imaging import RawImage
 from service.schemas import PredictJsonRequest
 
 ACCEPTED_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/json")
@@ -36,14 +37,6 @@ _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 _URL_SAFE = str.maketrans("-_", "+/")
 MAX_TOP_K = 1000
 _TOP_K = re.compile(r"^[0-9]{1,4}$")
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """One uploaded file, before decoding."""
-
-    filename: str | None
-    data: bytes
 
 
 class BodyBudget:
@@ -118,10 +111,11 @@ class PredictRequest:
     content_type: str | None
     announced_bytes: int | None
     receive: Receive
-    received_bytes: int = 0  # held in the worker's BodyBudget until the request is answered
+    budget: BodyBudget  # the worker's, shared by all its requests
+    received_bytes: int = 0  # held in the budget until release()
 
     @classmethod
-    def from_asgi(cls, scope: Scope, receive: Receive) -> "PredictRequest":
+    def from_asgi(cls, scope: Scope, receive: Receive, budget: BodyBudget) -> "PredictRequest":
         """Parse the query and the body headers; 400 for a bad ``top_k``."""
         top_k, model = parse_predict_query(scope["query_string"])
         content_type, announced = None, None
@@ -130,14 +124,19 @@ class PredictRequest:
                 content_type = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit():  # uvicorn refused bad ones
                 announced = int(value)
-        return cls(top_k, model, content_type, announced, receive)
+        return cls(top_k, model, content_type, announced, receive, budget)
 
-    async def read_images(self, budget: BodyBudget, *, max_images: int) -> list[RawImage]:
-        """Receive the body within ``budget`` (the caller releases ``received_bytes``) and
-        split it into image files."""
-        body = await budget.read(self.receive, self.announced_bytes)
+    async def read_images(self, *, max_images: int) -> list[RawImage]:
+        """Receive the body within the worker's budget and split it into image files; the
+        caller calls :meth:`release` once the request is answered."""
+        body = await self.budget.read(self.receive, self.announced_bytes)
         self.received_bytes = len(body)
         return parse_images(self.content_type, body, max_images=max_images)
+
+    def release(self) -> None:
+        """The body is no longer held: its bytes leave the worker's budget."""
+        self.budget.release(self.received_bytes)
+        self.received_bytes = 0
 
 
 def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:

@@ -41,8 +41,9 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     """One result per image, in input order. One bad image refuses the whole request."""
     if scope["method"] != "POST":
         raise MethodNotAllowedException(headers={"Allow": "POST"})
-    request = PredictRequest.from_asgi(scope, receive)
-    predictor: Predictor = Litestar.from_scope(scope).state.predictor
+    state = Litestar.from_scope(scope).state
+    request = PredictRequest.from_asgi(scope, receive, budget=state.body_budget)
+    predictor: Predictor = state.predictor
     body = await predictor.predict(request)
     await send({"type": "http.response.start", "status": 200, "headers": [
         _JSON_HEADERS, (b"content-length", str(len(body)).encode())]})

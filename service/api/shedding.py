@@ -27,7 +27,7 @@ class ShedWhenOverloaded:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["path"] == self.path
-                and b"model=" not in scope["query_string"]
+                and scope["method"] == "POST" and b"model=" not in scope["query_string"]
                 and (reason := self.refusal()) is not None):
             scope["path_template"] = self.path  # for the request metrics: a bounded label
             await _refuse(send, reason, scope.get("state", {}).get("request_id"))

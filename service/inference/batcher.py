@@ -1,6 +1,6 @@
 """Dynamic micro-batching: images of concurrent requests share one forward pass.
 
-Requests submit ``(key, payload, count)``; a single consumer task per worker takes queued
+Requests submit ``(payload, count)`` parts under a key (``submit_all``); a single consumer task per worker takes queued
 items, oldest first, until the batch holds ``max_batch`` images, and runs them through
 ``run_batch`` on one inference thread, so the event loop keeps accepting and parsing requests
 meanwhile. That overlap is the main batching mechanism: while one batch runs, the next fills
@@ -48,7 +48,7 @@ K = TypeVar("K")
 @dataclass
 class _Item(Generic[K]):
     key: K
-    payload: Any  # (n, ...) tensor slice of one request
+    payload: Any  # what run_batch takes (service.inference.runner.Job)
     count: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)

@@ -17,11 +17,18 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from artifacts.preprocess import InputSpec, image_to_pixels, pixels_to_uint8
-from service.api.parsing import RawImage
 from service.errors import ImageProblem, InvalidImageError
 
 # Formats a client can reasonably send; everything else is refused before a parser runs.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """One uploaded file, before decoding."""
+
+    filename: str | None
+    data: bytes
 
 
 class ImageDecodeError(ValueError):
@@ -47,7 +54,7 @@ def decode_image(data: bytes, *, spec: InputSpec, max_pixels: int) -> torch.Tens
 
 @dataclass(frozen=True)
 class Opened:
-    """A request's images after :func:`~service.inference.imaging.open_image`: per file, the image with
+    """A request's images after :func:`open_images`: per file, the image with
     its header read, or the problem that refuses it (reported with the others once decoded)."""
 
     images: list[Image.Image | ImageProblem]

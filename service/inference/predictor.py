@@ -8,7 +8,7 @@
 
 Requests are decoded on the inference thread together with their batch, so the event loop
 keeps only HTTP work: health checks, metrics and refusals answer promptly however busy the
-model is. A request whose headers announce more than ``DECODE_INLINE_PIXELS`` pixels comes
+model is. A request whose image headers announce more than ``DECODE_INLINE_PIXELS`` pixels comes
 back :class:`~service.inference.runner.Undecoded`; it is decoded in a thread pool here and
 queues again as pixels, like requests of more than ``MAX_BATCH_SIZE`` images, which go to the
 pool directly.
@@ -25,14 +25,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from artifacts.devices import resolve_device
 from artifacts.registry import RegistryError, validate_name
 from service import metrics
-from service.api.parsing import BodyBudget, PredictRequest, RawImage
 from service.errors import (
     BadRequestError,
     InvalidModelNameError,
@@ -40,7 +39,7 @@ from service.errors import (
     UnknownModelError,
 )
 from service.inference.batcher import MicroBatcher
-from service.inference.imaging import decode_opened, install_pixel_limit, open_images
+from service.inference.imaging import RawImage, decode_opened, install_pixel_limit, open_images
 from service.inference.loading import LoadedModel
 from service.inference.runner import BatchRunner, Job, Undecoded
 from service.schemas import Result, predict_response_json
@@ -48,6 +47,18 @@ from service.settings import Settings
 from service.workers.core_share import CoreShare
 
 log = logging.getLogger(__name__)
+
+
+class ImageRequest(Protocol):
+    """What the predictor needs of a ``/predict`` request: its parsed head, and a way to receive
+    its images (``service.api.parsing.PredictRequest``, which bounds the bytes a worker holds)."""
+
+    top_k: int
+    model: str | None
+
+    async def read_images(self, *, max_images: int) -> list[RawImage]: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -72,11 +83,10 @@ class Predictor:
         if settings.precision == "fp16" and self.device.type != "cuda":
             raise RuntimeError("PRECISION=fp16 needs CUDA; use bf16 or fp32 on CPU")
         self.slots: dict[str, ModelSlot] = {}
-        self.body_budget = BodyBudget(settings.max_inflight_bytes,
-                                      max_body=settings.max_body_bytes)
         self._inference_pool: ThreadPoolExecutor | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self._loader_pool: ThreadPoolExecutor | None = None
+        # Until start() knows this worker's place among gunicorn's: no borrowing.
         self.cores = CoreShare(None, None, shared_threads=settings.resolved_torch_threads,
                                alone_threads=settings.resolved_torch_threads)
         self.runner = BatchRunner(settings, self.cores)
@@ -178,7 +188,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ the request path
 
-    async def predict(self, request: PredictRequest) -> bytes:
+    async def predict(self, request: ImageRequest) -> bytes:
         """Classify the images of ``request``; the JSON body of a ``PredictResponse``. All or
         none: one bad image refuses the request."""
         slot, loaded = self._admit(request)
@@ -186,14 +196,13 @@ class Predictor:
             # Inside incoming(), a batch being formed knows this request is on its way and
             # may wait MAX_BATCH_WAIT_MS for it.
             with slot.batcher.incoming():
-                files = await request.read_images(self.body_budget,
-                                                  max_images=self.settings.max_images)
+                files = await request.read_images(max_images=self.settings.max_images)
             results = await self._classify(slot, loaded, files, request.top_k)
         finally:  # the body stays counted until the request is answered
-            self.body_budget.release(request.received_bytes)
+            request.release()
         return predict_response_json(loaded, results, request.top_k)
 
-    def _admit(self, request: PredictRequest) -> tuple[ModelSlot, LoadedModel]:
+    def _admit(self, request: ImageRequest) -> tuple[ModelSlot, LoadedModel]:
         """The slot and version that will answer, or the 4xx/503 that refuses the request."""
         slot = self.slot(request.model)
         loaded = self.loaded(slot)

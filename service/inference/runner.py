@@ -16,9 +16,8 @@ import torch
 
 from artifacts.preprocess import pixels_to_uint8
 from service import metrics
-from service.api.parsing import RawImage
 from service.errors import InvalidImageError
-from service.inference.imaging import Opened, decode_opened, open_images
+from service.inference.imaging import Opened, RawImage, decode_opened, open_images
 from service.inference.loading import LoadedModel
 from service.schemas import Result
 from service.settings import Settings

@@ -13,7 +13,7 @@ import torch
 
 from artifacts.preprocess import EvalTransform
 from artifacts.registry import load_artifact, publish
-from service.api.parsing import PredictRequest
+from service.api.parsing import BodyBudget, PredictRequest
 from service.workers.worker_table import WorkerTable
 
 MODEL = "fmnist"
@@ -85,7 +85,8 @@ def json_predict_request(*images: bytes, top_k: int = 1) -> PredictRequest:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return PredictRequest(top_k=top_k, model=None, content_type="application/json",
-                          announced_bytes=len(body), receive=receive)
+                          announced_bytes=len(body), receive=receive,
+                          budget=BodyBudget(64 << 20, max_body=16 << 20))
 
 
 def short_ids(values) -> list[str]:

@@ -7,7 +7,7 @@ import torch
 from support.images import band_images, encode
 from support.service import MODEL, reference_probabilities
 
-from service.api.parsing import RawImage
+from service.inference.imaging import RawImage
 from service.inference.loading import LoadedModel, load_model
 from service.inference.runner import BatchRunner, Job
 from service.settings import Settings
