@@ -98,5 +98,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler)
     # Outermost: a worker answering a request counts as busy, so that its siblings' forwards
     # keep to their own cores meanwhile (service.workers.core_share; docs/performance.md).
-    app.asgi_handler = BusyMiddleware(app.asgi_handler, cores=lambda: predictor.cores)
+    app.asgi_handler = BusyMiddleware(app.asgi_handler, cores=predictor.cores)
     return app

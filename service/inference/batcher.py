@@ -1,9 +1,9 @@
 """Dynamic micro-batching: images of concurrent requests share one forward pass.
 
-Requests submit ``(payload, count)`` parts under a key (``submit_all``); a single consumer task per worker takes queued
-items, oldest first, until the batch holds ``max_batch`` images, and runs them through
-``run_batch`` on one inference thread, so the event loop keeps accepting and parsing requests
-meanwhile. That overlap is the main batching mechanism: while one batch runs, the next fills
+Requests submit ``(payload, count)`` parts under a key (``submit_all``); a single consumer
+task per worker takes queued items, oldest first, until the batch holds ``max_batch`` images,
+and runs them through ``run_batch`` on one inference thread, so the event loop keeps accepting
+and parsing requests meanwhile. That overlap is the main batching mechanism: while one batch runs, the next fills
 up, at no cost in latency when the server is idle. On top of it, a batch that is not full waits
 at most ``max_wait_s`` for more images, and only while more are on their way: requests whose
 body this worker is still receiving (:meth:`MicroBatcher.incoming`), and the clients the last

@@ -86,9 +86,13 @@ class Predictor:
         self._inference_pool: ThreadPoolExecutor | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self._loader_pool: ThreadPoolExecutor | None = None
-        # Until start() knows this worker's place among gunicorn's: no borrowing.
-        self.cores = CoreShare(None, None, shared_threads=settings.resolved_torch_threads,
-                               alone_threads=settings.resolved_torch_threads)
+        threads = settings.resolved_torch_threads
+        # gunicorn builds the app after its post_fork hook gave this worker its place in the
+        # worker table: a forward on the CPU may borrow idle workers' cores from then on.
+        self.cores = (CoreShare.of_this_worker(shared_threads=threads,
+                                               alone_threads=settings.torch_threads_alone)
+                      if self.device.type == "cpu"
+                      else CoreShare(None, None, shared_threads=threads, alone_threads=threads))
         self.runner = BatchRunner(settings, self.cores)
 
     async def start(self) -> None:
@@ -100,10 +104,6 @@ class Predictor:
         except RuntimeError:  # already set in this process (a second app in tests)
             pass
         install_pixel_limit(self.settings.max_pixels)
-        if self.device.type == "cpu":  # borrow idle workers' cores (service.workers.core_share)
-            self.cores = CoreShare.of_this_worker(
-                shared_threads=threads, alone_threads=self.settings.torch_threads_alone)
-            self.runner = BatchRunner(self.settings, self.cores)
         # One inference thread: forwards run one at a time, each using `threads` cores.
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
@@ -220,8 +220,7 @@ class Predictor:
         limit = self.settings.max_batch_size
         admitted = False  # queued once already: not refused a second time
         if len(files) <= limit:
-            [outcome] = await slot.batcher.submit_all(
-                loaded, [(Job(top_k, files=files), len(files))])
+            outcome = await slot.batcher.submit(loaded, Job(top_k, files=files), len(files))
             if not isinstance(outcome, Undecoded):
                 return [outcome]
             opened, admitted = outcome.opened, True

@@ -12,7 +12,7 @@ before each forward. docs/performance.md has the measurements.
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,9 @@ class CoreShare:
 
 class BusyMiddleware:
     """The ASGI seam of :class:`CoreShare`: this worker counts as busy while it answers a
-    request, so that its siblings' forwards keep to their own cores meanwhile. ``cores`` is
-    read per request: the predictor makes its :class:`CoreShare` when the worker starts."""
+    request, so that its siblings' forwards keep to their own cores meanwhile."""
 
-    def __init__(self, app: Any, cores: Callable[[], CoreShare]) -> None:
+    def __init__(self, app: Any, cores: CoreShare) -> None:
         self.app = app
         self.cores = cores
 
@@ -142,6 +141,6 @@ class BusyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with self.cores().request():
+        with self.cores.request():
             await self.app(scope, receive, send)
 
