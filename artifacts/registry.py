@@ -1,6 +1,7 @@
 """The published model registry: the one owner of the artifact format (docs/architecture.md).
 
-    registry/<model>/<version>/{weights.pt, metadata.json}   immutable once published
+    registry/<model>/<version>/{weights.pt, metadata.json,   immutable once published
+                                golden.pt, report.json, *.png, dataset.json}
     registry/<model>/production                               one line: the serving version
     registry/<model>/promotions.log                           one line per promotion (rollback)
 
@@ -9,6 +10,7 @@ so both agree on the format by construction. Changing the production pointer (pr
 rollback, and the pruning that must spare their versions) is :mod:`artifacts.production`.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +26,8 @@ import torch
 from torch import nn
 
 import models
+from artifacts.errors import ArtifactValidationError, RegistryError
+from artifacts.golden import GOLDEN_FILE, GoldenSet, golden_probabilities
 from artifacts.preprocess import InputSpec
 from artifacts.storage import (
     CorruptFileError,
@@ -41,14 +45,7 @@ METADATA_FILE = "metadata.json"
 POINTER_FILE = "production"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
-
-
-class RegistryError(Exception):
-    """A registry operation that cannot be carried out (missing model, bad version ...)."""
-
-
-class ArtifactValidationError(RegistryError):
-    """An artifact whose files do not match its metadata (hash, architecture, class count)."""
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[a-z0-9]{1,8}$")
 
 
 def validate_name(name: str) -> str:
@@ -115,13 +112,22 @@ def build_metadata(
     }
 
 
-def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
+def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor],
+            files: dict[str, bytes] | None = None) -> str:
     """Publish a new immutable version; returns its number.
+
+    ``files`` are written beside the weights (the golden set, the report and its pictures, the
+    dataset manifest) and their sha256 recorded in ``metadata["files"]``, so the same hash check
+    that guards the weights guards them (:func:`read_verified`).
 
     The version is built under a temp directory and renamed into place, so readers (and a
     crash) never see a half-written version; ``os.rename`` onto an existing directory fails,
     which also keeps two concurrent publishers from taking the same number.
     """
+    files = dict(files or {})
+    reserved = {WEIGHTS_FILE, METADATA_FILE} & set(files)
+    if reserved or any(not _FILE_RE.match(n) for n in files):
+        raise RegistryError(f"cannot publish beside-files named {sorted(files)}")
     name = validate_name(metadata["name"])
     directory = model_dir(registry, name)
     directory.mkdir(parents=True, exist_ok=True)
@@ -129,6 +135,9 @@ def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torc
     staging.mkdir()
     try:
         atomic_torch_save(state_dict, staging / WEIGHTS_FILE)
+        for file_name, data in files.items():
+            atomic_write_bytes(staging / file_name, data)
+        manifest = {n: hashlib.sha256(data).hexdigest() for n, data in sorted(files.items())}
         for _ in range(100):
             existing = list_versions(registry, name)
             version = str(int(existing[-1]) + 1 if existing else 1)
@@ -137,6 +146,7 @@ def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torc
                 "version": version,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "weights_sha256": sha256_file(staging / WEIGHTS_FILE),
+                "files": manifest,
             }
             atomic_write_bytes(staging / METADATA_FILE, json.dumps(full, indent=2).encode())
             try:
@@ -179,6 +189,11 @@ class MetadataFields:
     def input_spec(self) -> InputSpec:
         return InputSpec.from_dict(self.metadata["input"])
 
+    @property
+    def files(self) -> dict[str, str]:
+        """Beside-files and their sha256 (none for versions published before they existed)."""
+        return self.metadata.get("files") or {}
+
 
 @dataclass
 class Artifact(MetadataFields):
@@ -187,10 +202,43 @@ class Artifact(MetadataFields):
     metadata: dict[str, Any]
     model: nn.Module
     path: Path
+    # None for versions published before golden sets existed: checked by a forward on zeros.
+    golden: GoldenSet | None = None
 
 
 _FIELD_TYPES = {"name": str, "version": str, "architecture": str, "weights_sha256": str,
-                "metrics": dict, "dataset": (str, type(None)), "created_at": (str, type(None))}
+                "metrics": dict, "dataset": (str, type(None)), "created_at": (str, type(None)),
+                "files": dict}
+
+
+def read_verified(version_dir: Path, metadata: dict[str, Any], file_name: str) -> bytes:
+    """The bytes of a beside-file, after checking them against ``metadata["files"]``.
+
+    Raises ``FileNotFoundError`` when the version has no such file (older versions) and
+    :class:`ArtifactValidationError` when the file differs from what was published."""
+    expected = (metadata.get("files") or {}).get(file_name)
+    if expected is None:
+        raise FileNotFoundError(f"{version_dir.name} has no {file_name}")
+    try:
+        data = (version_dir / file_name).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactValidationError(
+            f"{version_dir / file_name} is listed in {METADATA_FILE} but missing") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise ArtifactValidationError(
+            f"{version_dir / file_name} sha256 {digest[:12]}... does not match metadata "
+            f"{str(expected)[:12]}...: the file was modified or truncated")
+    return data
+
+
+def read_golden(version_dir: Path, metadata: dict[str, Any]) -> GoldenSet | None:
+    """The verified golden set of a version, or None for versions published without one."""
+    try:
+        data = read_verified(version_dir, metadata, GOLDEN_FILE)
+    except FileNotFoundError:
+        return None
+    return GoldenSet.from_bytes(data, what=str(version_dir / GOLDEN_FILE))
 
 
 def read_metadata(version_dir: Path) -> dict[str, Any]:
@@ -234,10 +282,11 @@ def _rebuild(metadata: dict[str, Any]) -> tuple[nn.Module, InputSpec, list[str]]
 def load_artifact(registry: Path, name: str, version: str | None = None) -> Artifact:
     """Load and verify a published version (production when ``version`` is None).
 
-    Checks, in order: the sha256 of ``weights.pt`` against the metadata, a weights-only load,
-    that the architecture rebuilt from metadata accepts the state_dict exactly (strict), and
-    that its output width equals the number of class labels. The model is returned in
-    ``eval()`` mode on CPU.
+    Checks, in order: the sha256 of ``weights.pt`` (and of the golden set) against the
+    metadata, a weights-only load, that the architecture rebuilt from metadata accepts the
+    state_dict exactly (strict), and that the model reproduces its golden set in fp32
+    (:mod:`artifacts.golden`; versions without one: that a forward on zeros gives one output per
+    class label). The model is returned in ``eval()`` mode on CPU.
     """
     if version is None:
         version = read_production(registry, name)
@@ -268,6 +317,7 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
         raise ArtifactValidationError(
             f"{version_dir / METADATA_FILE} does not describe a model that can be built: "
             f"{type(exc).__name__}: {exc}") from exc
+    golden = read_golden(version_dir, metadata)
     try:
         model.load_state_dict(state_dict, strict=True)
         model.eval()
@@ -279,4 +329,7 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
         raise ArtifactValidationError(
             f"{name} v{version}: model outputs {tuple(logits.shape)} but there are {len(labels)} labels"
         )
-    return Artifact(metadata=metadata, model=model, path=version_dir)
+    if golden is not None:
+        golden.verify(lambda images: golden_probabilities(model, spec, images), torch.float32,
+                      spec=spec, classes=len(labels), what=f"{name} v{version}")
+    return Artifact(metadata=metadata, model=model, path=version_dir, golden=golden)

@@ -70,6 +70,36 @@ RELOADS = Counter(
     ["model", "outcome"],
 )
 
+# ---------------------------------------------------------------- drift signals (docs/monitoring.md)
+PREDICTIONS = Counter(
+    "imgclf_predictions_total", "images classified, by model version and top-1 class",
+    ["model", "version", "label"],
+)
+CONFIDENCE = Histogram(
+    "imgclf_prediction_confidence", "top-1 probability of each classified image",
+    ["model", "version"], buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+DRIFT_PSI = Gauge(
+    "imgclf_prediction_drift_psi",
+    "population stability index of the recent top-1 classes (DRIFT_WINDOW per worker) against "
+    "the artifact's test split; the largest over live workers; NaN until DRIFT_MIN_SAMPLES",
+    ["model", "version"], multiprocess_mode="livemax",
+)
+INPUT_MISMATCH = Counter(
+    "imgclf_input_mismatch_total",
+    "images whose size or mode differs from the model's training input (resized or converted)",
+    ["model", "reason"],
+)
+GOLDEN_FAILURES = Counter(
+    "imgclf_golden_set_failures_total",
+    "versions refused because they did not reproduce their golden set", ["model"],
+)
+# ---------------------------------------------------------------- feedback
+FEEDBACK = Counter(
+    "imgclf_feedback_total", "images received on POST /feedback, by label and outcome "
+    "(stored, duplicate, invalid_label, invalid_image, disk_full, unavailable)", ["label", "outcome"],
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text of all workers' metrics and its content type."""

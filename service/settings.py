@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = off")
     admin_token_file: Path | None = Field(None, description="file holding the admin token")
+    feedback_token: SecretStr | None = Field(
+        None, description="bearer token of POST /feedback (not the admin one); unset = off")
+    feedback_token_file: Path | None = Field(None, description="file holding the feedback token")
+    feedback_dir: Path = Field(
+        Path("feedback"), description="where POST /feedback stores labelled images "
+                                      "(<label>/<sha256>.<ext>, docs/retraining.md)")
+    drift_window: int = Field(
+        2000, ge=10, description="recent predictions per worker the drift gauge compares with "
+                                 "the artifact's test-split distribution")
+    drift_min_samples: int = Field(
+        200, ge=1, description="predictions in the window before the drift gauge is set")
     web_concurrency: int = Field(1, ge=1, description="gunicorn workers (sizes TORCH_THREADS)")
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads per worker (default: usable cores // workers)"
@@ -94,16 +105,9 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     @model_validator(mode="after")
-    def _token_from_file(self) -> "Settings":
-        # A token file (docker/k8s secret) is read once here; ADMIN_TOKEN wins when both are set.
-        if self.admin_token is None and self.admin_token_file is not None:
-            token = self.admin_token_file.read_text(encoding="utf-8").strip()
-            self.admin_token = SecretStr(token) if token else None
-        if self.admin_token is not None:
-            # Surrounding whitespace is never part of a token (clients send it stripped); a
-            # blank token would "enable" admin with a secret nobody can send: treat it as unset.
-            token = self.admin_token.get_secret_value().strip()
-            self.admin_token = SecretStr(token) if token else None
+    def _tokens_from_files(self) -> "Settings":
+        self.admin_token = _token(self.admin_token, self.admin_token_file)
+        self.feedback_token = _token(self.feedback_token, self.feedback_token_file)
         return self
 
     @property
@@ -119,3 +123,16 @@ class Settings(BaseSettings):
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, usable_cores() // self.web_concurrency)
+
+
+def _token(token: SecretStr | None, token_file: Path | None) -> SecretStr | None:
+    """A bearer token from its variable, else its file (a docker/k8s secret, read once here).
+
+    Surrounding whitespace is never part of a token (clients send it stripped); a blank token
+    would "enable" an endpoint with a secret nobody can send: it counts as unset."""
+    if token is None and token_file is not None:
+        token = SecretStr(token_file.read_text(encoding="utf-8"))
+    if token is None:
+        return None
+    text = token.get_secret_value().strip()
+    return SecretStr(text) if text else None

@@ -140,7 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from training.retrain.loop import run_schedule
 
-    return run_schedule(once=args.once)
+    return run_schedule(once=args.once, force=args.force)
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, version: bool, name: str | None = "fashion-mnist") -> None:
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Retrain on a schedule, promoting candidates that beat production. Settings "
                        "come from SCHEDULE_* and TRAIN_* variables (docs/retraining.md).")
     schedule.add_argument("--once", action="store_true", help="run one retraining and exit with its status")
+    schedule.add_argument("--force", action="store_true",
+                          help="train even when the data and recipe equal production's "
+                               "(SCHEDULE_FORCE=true does the same)")
     return parser
 
 

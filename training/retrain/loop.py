@@ -155,14 +155,15 @@ def _utcnow() -> datetime:
 
 
 def _exit_code(outcome: RunOutcome) -> int:
-    codes = {"promoted": EXIT_OK, "kept": EXIT_OK, "rejected": EXIT_NO_MODEL}
+    codes = {"promoted": EXIT_OK, "kept": EXIT_OK, "skipped": EXIT_OK, "rejected": EXIT_NO_MODEL}
     return codes.get(outcome.status, EXIT_FAILED)
 
 
-def run_schedule(once: bool) -> int:
-    """Entry point of ``python -m training schedule``: settings from the environment."""
+def run_schedule(once: bool, force: bool = False) -> int:
+    """Entry point of ``python -m training schedule``: settings from the environment
+    (``force``: as ``SCHEDULE_FORCE=true``, train even on unchanged data)."""
     try:
-        settings = ScheduleSettings()
+        settings = ScheduleSettings(**({"force": True} if force else {}))
         recipe = load_recipe()
         scheduler = Scheduler(settings, recipe)
     except (ValidationError, ValueError) as exc:

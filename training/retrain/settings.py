@@ -94,6 +94,14 @@ class ScheduleSettings(BaseSettings):
         description="score production on the candidate's own test split "
         "(else use its recorded metric)",
     )
+    max_class_drop: float = Field(
+        0.03, ge=0.0, le=1.0,
+        description="refuse a candidate whose recall on any class falls more than this below "
+                    "production's on the same split (docs/retraining.md: measured noise)",
+    )
+    force: bool = Field(
+        False, description="train even when the data fingerprint and recipe equal production's"
+    )
     keep_versions: int = Field(
         5, ge=0, description="published versions kept; production and previous always kept; 0 = all"
     )
