@@ -59,6 +59,10 @@ class TrainConfig:
     data_dir: str | None = option(
         None, "data directory (default: Debian's /usr/share/datasets/fashion-mnist, then ./data)"
     )
+    feedback_dir: str | None = option(
+        None, "also train on the labelled images clients sent to POST /feedback (the service's "
+        "FEEDBACK_DIR: <label>/<sha256>.<ext>), converted with the dataset's input spec"
+    )
     download: bool = option(False, "let torchvision download the dataset when it is missing")
     val_fraction: float = option(0.1, "share of the training set held out for validation (seeded)")
     test_fraction: float = option(0.1, "imagefolder without test/: share of train/ held out as test")

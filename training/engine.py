@@ -139,3 +139,47 @@ def evaluate(
         count += len(y)
     loss_sum, correct, count = sum_across_ranks(loss_sum, correct, count)
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "samples": count}
+
+
+@torch.inference_mode()
+def collect_probabilities(
+    model: nn.Module,
+    loader: BatchLoader,
+    *,
+    transform: EvalTransform,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and labels of every sample of ``loader``, in its order.
+
+    The model report needs more than :func:`evaluate`'s two numbers (per-class metrics,
+    calibration, the most confident mistakes), so the final test pass keeps the whole output;
+    :func:`stats_from_probabilities` then gives the loss and accuracy without a second pass.
+    Same preprocessing, autocast and ``eval()`` mode as :func:`evaluate`; one process only
+    (``loader`` unsharded, ``shuffle=False``), so indices match the split's.
+
+    Returns float32 probabilities ``(N, K)`` and int64 labels ``(N,)``, both on the CPU.
+    """
+    model.eval()
+    probabilities, labels = [], []
+    for images, batch_labels in loader:
+        x = runtime.prepare(images, transform)
+        with runtime.autocast():
+            logits = model(x)  # (B, K), bf16/fp16 under autocast
+        probabilities.append(logits.float().softmax(dim=1).cpu())
+        labels.append(batch_labels.to(torch.int64).cpu())
+    if not probabilities:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
+    return torch.cat(probabilities), torch.cat(labels)
+
+
+def stats_from_probabilities(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """:func:`evaluate`'s ``{"loss", "accuracy", "samples"}`` from :func:`collect_probabilities`'
+    output: the mean negative log-likelihood (probabilities clamped at 1e-12, so a confident
+    mistake costs about 27.6 rather than infinity) and top-1 accuracy."""
+    count = len(labels)
+    if count == 0:
+        return {"loss": 0.0, "accuracy": 0.0, "samples": 0}
+    chosen = probabilities.gather(1, labels[:, None].to(probabilities.device)).squeeze(1)  # (N,)
+    loss = -chosen.double().clamp_min(1e-12).log().mean().item()
+    accuracy = (probabilities.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
+    return {"loss": loss, "accuracy": accuracy, "samples": count}

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 import models
-from artifacts import production, registry
 from artifacts.devices import is_conv_net
 from artifacts.preprocess import EvalTransform
 from artifacts.storage import safe_torch_load
@@ -21,10 +20,19 @@ from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng
 from training.config import TrainConfig, check_resume_config
 from training.data.batches import BatchLoader, build_augment
 from training.data.splits import DataSplits, load_data
-from training.engine import Runtime, evaluate, resolve_runtime, train_one_epoch
+from training.engine import (
+    Runtime,
+    collect_probabilities,
+    evaluate,
+    resolve_runtime,
+    stats_from_probabilities,
+    train_one_epoch,
+)
 from training.metrics_log import MetricsLogger
 from training.optim import build_optimizer, build_scheduler, trainable_parameters
+from training.publishing import publish_model
 from training.ranks import barrier, broadcast_from_main
+from training.report.metrics import build_report
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class TrainResult:
     # The splits this run trained and was tested on: the scheduled job scores production on
     # exactly this test split, whatever arrived in the data directory meanwhile.
     data: DataSplits
+    report: dict | None = None  # the test split per class (training.report)
 
 
 def seed_everything(seed: int) -> None:
@@ -63,9 +72,11 @@ def _run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.runs_dir) / (cfg.run_name or f"{cfg.model_name}-{stamp}")
 
 
-def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> TrainResult:
+def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
+         data: DataSplits | None = None) -> TrainResult:
     """Run one training job end to end. ``wrap`` (DDP) wraps the model for the train loop only;
-    rank 0 alone writes checkpoints, logs and the artifact."""
+    rank 0 alone writes checkpoints, logs and the artifact. ``data``: splits already loaded
+    from ``cfg`` (the scheduled job loads them first to compare fingerprints)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -73,7 +84,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
     resumed = load_checkpoint(Path(cfg.resume)) if cfg.resume else None
     if resumed is not None:
         check_resume_config(resumed["config"], cfg)  # before any work: only exact resumes
-    data = load_data(cfg)
+    data = data or load_data(cfg)
     model = build_model(cfg, data)
     runtime: Runtime = resolve_runtime(device=cfg.device, precision=cfg.precision,
                                        channels_last=is_conv_net(model))
@@ -149,19 +160,30 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None) -> 
 
     best_state = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best_state["model_state_dict"])
-    test_loader = BatchLoader(data.test, batch_size=512, shuffle=False, rank=rank, world_size=world_size)
-    test_stats = evaluate(model, test_loader, criterion=eval_criterion, transform=transform, runtime=runtime)
     best_record = history[best_state["epoch"]]
-    metrics = {"val_accuracy": best_record["val_accuracy"], "val_loss": best_record["val_loss"],
-               "test_accuracy": test_stats["accuracy"], "test_loss": test_stats["loss"],
-               "test_samples": test_stats["samples"], "best_epoch": best_state["epoch"] + 1}
-    version = None
-    if is_main:
+    metrics, report, version = None, None, None
+    if is_main:  # the test split once, whole, on the main process: its report needs every row
+        metrics, report = _test(model, data, transform, runtime)
+        metrics.update(val_accuracy=best_record["val_accuracy"], val_loss=best_record["val_loss"],
+                       best_epoch=best_state["epoch"] + 1)
         logger.finish(metrics)
         if cfg.publish:
-            version = publish_model(cfg, data, model, metrics)
+            version = publish_model(cfg, data, model, metrics, report)
+    metrics, report, version = broadcast_from_main((metrics, report, version))
     barrier()
-    return TrainResult(run_dir, best, metrics, version, len(history), data)
+    return TrainResult(run_dir, best, metrics, version, len(history), data, report)
+
+
+def _test(model: nn.Module, data: DataSplits, transform: EvalTransform,
+          runtime: Runtime) -> tuple[dict, dict]:
+    """Test metrics and the per-class report of ``model`` on the test split."""
+    loader = BatchLoader(data.test, batch_size=512, shuffle=False)
+    probabilities, labels = collect_probabilities(model, loader, transform=transform, runtime=runtime)
+    stats = stats_from_probabilities(probabilities, labels)
+    report = build_report(probabilities, labels, data.classes, sources=data.test_sources())
+    metrics = {"test_accuracy": stats["accuracy"], "test_loss": stats["loss"],
+               "test_samples": stats["samples"]}
+    return metrics, report
 
 
 def _epochs_since_improvement(history: list[dict], min_delta: float) -> int:
@@ -172,17 +194,3 @@ def _epochs_since_improvement(history: list[dict], min_delta: float) -> int:
         else:
             bad += 1
     return bad
-
-
-def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics: dict) -> str:
-    """Publish the (best) model's CPU state_dict with everything the service needs."""
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = registry.build_metadata(
-        name=cfg.model_name, architecture=cfg.model, architecture_kwargs=cfg.model_kwargs,
-        class_labels=data.classes, input_spec=data.input_spec, metrics=metrics,
-        dataset=cfg.dataset, config=cfg.to_dict(),
-    )
-    version = registry.publish(Path(cfg.registry), metadata, state_dict)
-    if cfg.promote:
-        production.switch_production(Path(cfg.registry), cfg.model_name, version)  # locked
-    return version

@@ -8,7 +8,7 @@ import gzip
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +47,13 @@ class ImageTensors:
 
     ``keys`` name each sample stably (the sha256 of an ImageFolder file's content) where
     the source can grow, so that splits can follow files instead of positions; fixed sources
-    (the MNIST family, CIFAR-10) have none."""
+    (the MNIST family, CIFAR-10) have none. ``sources`` names where each sample came from
+    (the dataset, or ``feedback``) once sources are mixed; None: all from the dataset."""
 
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
     keys: list[str] | None = None
+    sources: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -60,13 +62,38 @@ class ImageTensors:
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
         if self.keys is not None and len(self.keys) != len(self.labels):
             raise ValueError(f"{len(self.keys)} keys but {len(self.labels)} labels")
+        if self.sources is not None and len(self.sources) != len(self.labels):
+            raise ValueError(f"{len(self.sources)} sources but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: torch.Tensor) -> "ImageTensors":
-        keys = None if self.keys is None else [self.keys[i] for i in indices.tolist()]
-        return ImageTensors(self.images[indices], self.labels[indices], keys)
+        positions = indices.tolist()
+        keys = None if self.keys is None else [self.keys[i] for i in positions]
+        sources = None if self.sources is None else [self.sources[i] for i in positions]
+        return ImageTensors(self.images[indices], self.labels[indices], keys, sources)
+
+    def source_names(self, default: str) -> list[str]:
+        """Where each sample came from (``default`` for a set that was never mixed)."""
+        return self.sources if self.sources is not None else [default] * len(self)
+
+    @staticmethod
+    def mix(parts: dict[str, "ImageTensors"]) -> "ImageTensors":
+        """The samples of several sources, in order, each remembering its source's name."""
+        images = torch.cat([p.images for p in parts.values()])
+        labels = torch.cat([p.labels for p in parts.values()])
+        keyed = all(p.keys is not None for p in parts.values())
+        keys = [k for p in parts.values() for k in p.keys] if keyed else None  # type: ignore[union-attr]
+        sources = [s for name, p in parts.items() for s in p.source_names(name)]
+        return ImageTensors(images, labels, keys, sources)
+
+
+def key_fraction(key: str, *, seed: int | str) -> float:
+    """Where ``key`` falls in [0, 1) under ``seed``: the first 8 bytes of a sha256, so the same
+    on every machine and Python version (``hash()`` is salted per process)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass
@@ -77,6 +104,8 @@ class RawDataset:
     test: ImageTensors
     classes: list[str]
     val: ImageTensors | None = None
+    # The files read (their hashes fingerprint the data); an ImageFolder's samples are keyed instead.
+    files: list[Path] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- idx files (MNIST family)
@@ -156,7 +185,9 @@ def load_mnist_family(name: str, data_dir: Path | None, *, download: bool) -> Ra
         directory = find_idx_dir(candidates[-1], folder)
     log.info("loading %s from %s", name, directory)
     labels = FASHION_MNIST_LABELS if fashion else MNIST_LABELS
-    return RawDataset(load_idx_split(directory, "train"), load_idx_split(directory, "test"), labels)
+    files = [_find_idx(directory, stem) for pair in IDX_FILES.values() for stem in pair]
+    return RawDataset(load_idx_split(directory, "train"), load_idx_split(directory, "test"), labels,
+                      files=files)
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -177,7 +208,8 @@ def load_cifar10(data_dir: Path | None, *, download: bool) -> RawDataset:
             torch.tensor(ds.targets, dtype=torch.int64),
         )
 
-    return RawDataset(to_tensors(parts[0]), to_tensors(parts[1]), CIFAR10_LABELS)
+    files = sorted(p for p in (root / tv_datasets.CIFAR10.base_folder).glob("*_batch*") if p.is_file())
+    return RawDataset(to_tensors(parts[0]), to_tensors(parts[1]), CIFAR10_LABELS, files=files)
 
 
 # ---------------------------------------------------------------- a user's ImageFolder

@@ -4,9 +4,8 @@ evaluation preprocessing that will travel with the published model.
 Splits are seeded and reproducible; files of a growing folder keep their side (see
 :func:`split_holdout`)."""
 
-import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,7 +13,10 @@ import torch
 from artifacts.preprocess import InputSpec
 from training.config import TrainConfig
 from training.data.batches import channel_mean_std
-from training.data.sources import ImageTensors, load_raw
+from training.data.feedback import SOURCE as FEEDBACK
+from training.data.feedback import load_feedback
+from training.data.fingerprint import DataFingerprint, count_samples, fingerprint
+from training.data.sources import ImageTensors, RawDataset, key_fraction, load_raw
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,15 @@ class DataSplits:
     test: ImageTensors
     classes: list[str]
     input_spec: InputSpec  # normalisation statistics come from the training split only
+    dataset: str = "dataset"  # the source of samples that were never mixed (ImageTensors.sources)
+    fingerprint: DataFingerprint | None = None
+    counts: dict = field(default_factory=dict)  # {source: {split: {label: n}}}
 
     def describe(self) -> str:
         return f"train={len(self.train)} val={len(self.val)} test={len(self.test)} classes={len(self.classes)}"
+
+    def test_sources(self) -> list[str]:
+        return self.test.source_names(self.dataset)
 
 
 def load_data(cfg: TrainConfig) -> DataSplits:
@@ -37,7 +45,9 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     The test split is the source's own test set (or, for an ImageFolder without ``test/``, a
     held-out share of ``train/`` chosen by each file's content, so it stays fixed as the folder
     grows) and is used only for the final report, never to choose anything; validation is
-    carved from the training pool (the same way) unless the source has one.
+    carved from the training pool (the same way) unless the source has one. With
+    ``cfg.feedback_dir`` the feedback store's samples join each split on their fixed side
+    (:mod:`training.data.feedback`). The splits carry the data's fingerprint and counts.
     """
     raw = load_raw(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None,
                    download=cfg.download, channels=cfg.channels, image_size=cfg.image_size)
@@ -45,13 +55,36 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     if test is None:
         pool, test = split_holdout(pool, cfg.test_fraction, seed=cfg.seed + 1)
     train, val = (pool, raw.val) if raw.val is not None else split_holdout(pool, cfg.val_fraction, seed=cfg.seed)
-    mean, std = channel_mean_std(train.images)
-    _, channels, height, width = train.images.shape
+    parts = {"train": train, "val": val, "test": test}
+    files, manifests = {}, {}
+    if raw.files:
+        files[cfg.dataset] = raw.files
+    if raw.train.keys is not None:  # an ImageFolder: its files are the manifest
+        manifests[cfg.dataset] = _keyed_manifest(raw, parts)
+    if cfg.feedback_dir:
+        _, channels, height, width = train.images.shape
+        feedback = load_feedback(Path(cfg.feedback_dir), raw.classes, channels=channels, height=height,
+                                 width=width, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+        manifests[FEEDBACK] = [list(entry) for entry in feedback.manifest]
+        parts = {side: ImageTensors.mix({cfg.dataset: part, FEEDBACK: feedback.sides[side]})
+                 for side, part in parts.items()}
+    mean, std = channel_mean_std(parts["train"].images)
+    _, channels, height, width = parts["train"].images.shape
     spec = InputSpec(channels=channels, height=height, width=width,
                      mean=tuple(round(m, 4) for m in mean), std=tuple(round(s, 4) for s in std))
-    splits = DataSplits(train, val, test, raw.classes, spec)
+    splits = DataSplits(parts["train"], parts["val"], parts["test"], raw.classes, spec, dataset=cfg.dataset,
+                        fingerprint=fingerprint(files, manifests),
+                        counts=count_samples(parts, raw.classes, cfg.dataset))
     log.info("data %s: %s", cfg.dataset, splits.describe())
     return splits
+
+
+def _keyed_manifest(raw: RawDataset, parts: dict[str, ImageTensors]) -> list[list[str]]:
+    """``[sha256, label, folder]`` of every file of an ImageFolder (``train``, ``val`` or
+    ``test``: the folder it came from; splits carved out of ``train/`` follow from the hashes)."""
+    folders = {"train": raw.train, "val": raw.val, "test": raw.test}
+    return [[key, raw.classes[label], folder] for folder, data in folders.items() if data is not None
+            for key, label in zip(data.keys, data.labels.tolist(), strict=True)]
 
 
 def split_holdout(data: ImageTensors, fraction: float, *, seed: int) -> tuple[ImageTensors, ImageTensors]:
@@ -70,13 +103,6 @@ def split_holdout(data: ImageTensors, fraction: float, *, seed: int) -> tuple[Im
     order = torch.randperm(len(data), generator=generator)
     held = max(1, int(round(len(data) * fraction)))
     return data.subset(order[held:]), data.subset(order[:held])
-
-
-def key_fraction(key: str, *, seed: int) -> float:
-    """Where ``key`` falls in [0, 1) under ``seed``: the first 8 bytes of a sha256, so the same
-    on every machine and Python version (``hash()`` is salted per process)."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _split_by_key(data: ImageTensors, fraction: float, *, seed: int) -> tuple[ImageTensors, ImageTensors]:
