@@ -2,7 +2,7 @@
 #   api      gunicorn + uvicorn workers serving the production model (the default, last stage):
 #            models/, artifacts/ and service/, no training code
 #   trainer  the scheduled retraining job, with Debian's offline Fashion-MNIST installed:
-#            models/, artifacts/ and training/
+#            models/, artifacts/ and training/, plus the `training` extra (matplotlib)
 #
 # Torch comes from TORCH_INDEX_URL, PyTorch's CPU-only wheels by default (a small image), or
 # --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 for a CUDA build. Where that
@@ -26,12 +26,13 @@ RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
 # ---------------------------------------------------------------- requirements from pyproject.toml
-# The pins live in pyproject.toml only. They are extracted in a stage of their own and copied
+# The pins live in pyproject.toml only: the dependencies (torch.txt, rest.txt) and the trainer's
+# `training` extra (training.txt). They are extracted in a stage of their own and copied
 # into `deps` by content, so an edit elsewhere in pyproject.toml (a linter setting, the version)
 # does not invalidate the multi-GB dependency layers; only a changed pin does.
 FROM base AS requirements
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; torch = [d for d in deps if d.split('=')[0].strip() in ('torch', 'torchvision')]; open('/tmp/torch.txt', 'w').write('\n'.join(torch) + '\n'); open('/tmp/rest.txt', 'w').write('\n'.join(d for d in deps if d not in torch) + '\n')"
+RUN python -c "import tomllib; project = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; deps = project['dependencies']; torch = [d for d in deps if d.split('=')[0].strip() in ('torch', 'torchvision')]; open('/tmp/torch.txt', 'w').write('\n'.join(torch) + '\n'); open('/tmp/rest.txt', 'w').write('\n'.join(d for d in deps if d not in torch) + '\n'); open('/tmp/training.txt', 'w').write('\n'.join(project['optional-dependencies']['training']) + '\n')"
 
 # ---------------------------------------------------------------- deps: the virtualenv only
 FROM base AS deps
@@ -72,6 +73,15 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/* \
  && ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# The `training` extra: matplotlib draws the pictures of the report published with every
+# version; the api image does without it. Its font cache is built here, in a directory the app
+# user owns (its home, /app, is not writable), so no run rebuilds it or warns about it.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV MPLCONFIGDIR=/opt/matplotlib
+COPY --from=requirements /tmp/training.txt /tmp/training.txt
+RUN pip install --index-url "$PIP_INDEX_URL" -r /tmp/training.txt \
+ && python -c "import matplotlib.font_manager" \
+ && chown -R app:app "$MPLCONFIGDIR"
 COPY models ./models
 COPY artifacts ./artifacts
 COPY training ./training

@@ -9,6 +9,10 @@
 #   - else pip's default index (the CUDA build on Linux, CPU-only wheels on macOS and Windows);
 # then the project in editable mode with the extras asked for.
 #
+# The local venv trains as well as serves (start.sh trains the first model), so the `training`
+# extra (matplotlib, for the model report's pictures) is always installed; `dev` holds all of it,
+# so where `dev` is installed `training` is not named again.
+#
 # One stamp, $VENV/.installed, lists the extras installed. A later call reinstalls only when
 # pyproject.toml is newer than the stamp or an extra asked for is missing from it; `dev` includes
 # the runtime dependencies, so start.sh after test.sh installs nothing. To switch torch builds
@@ -22,8 +26,9 @@ _imgclf_venv() {
     local venv=${VENV:-.venv} python=${PYTHON:-python3} extra wanted have="" missing="" all py
     case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
     local stamp=$venv/.installed
-    wanted=$(echo "${1:-}" | tr ',' ' ')
+    wanted="training $(echo "${1:-}" | tr ',' ' ')"
     if [ -f "$stamp" ]; then have=$(tr -s '[:space:]' ' ' < "$stamp"); fi
+    case " $have " in *" dev "*) have="$have training" ;; esac  # dev holds the training extra
     for extra in $wanted; do  # unquoted: one word per extra
         case " $have " in *" $extra "*) ;; *) missing="$missing $extra" ;; esac
     done
@@ -36,6 +41,7 @@ _imgclf_venv() {
     # Everything installed before stays installed (and is updated when pyproject.toml changed).
     # shellcheck disable=SC2086  # one word per extra
     all=$(printf '%s\n' $have $wanted | sort -u | tr '\n' ' ' | sed 's/ *$//')
+    case " $all " in *" dev "*) all=$(echo " $all " | sed 's/ training / /; s/^ *//; s/ *$//') ;; esac
     local spec=${all:+[${all// /,}]}
     if [ ! -x "$venv/bin/python" ]; then
         echo "venv.sh: creating $venv" >&2

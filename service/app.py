@@ -22,6 +22,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.admin import AdminController
+from service.api.feedback import feedback
 from service.api.info import InfoController
 from service.api.middleware import ObservabilityMiddleware
 from service.api.parsing import BodyBudget
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await predictor.stop()
 
     app = Litestar(
-        route_handlers=[predict, InfoController, AdminController],
+        route_handlers=[predict, InfoController, AdminController, feedback],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "predictor": Provide(lambda: predictor, use_cache=True, sync_to_thread=False),
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=Components(security_schemes={
                 "BearerToken": SecurityScheme(type="http", scheme="bearer",
                                               description="ADMIN_TOKEN"),
+                "FeedbackToken": SecurityScheme(type="http", scheme="bearer",
+                                                description="FEEDBACK_TOKEN (POST /feedback)"),
             }),
         ),
         # The request bodies this worker holds at once (MAX_INFLIGHT_BYTES), and each one's

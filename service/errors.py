@@ -174,3 +174,70 @@ def exception_to_http_response(request: Request, exc: Exception) -> Response:
         return _json(request, status, code, detail, dict(exc.headers or {}))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _json(request, 500, "internal_error", "internal server error; see the server log", {})
+
+
+# ----------------------------------------------------------------------------- POST /feedback
+
+class FeedbackDisabledError(ServiceError):
+    status_code, code = 403, "feedback_disabled"
+
+
+class FeedbackUnauthorizedError(UnauthorizedError):
+    headers = {"WWW-Authenticate": 'Bearer realm="feedback"'}
+
+
+class UnknownLabelError(ServiceError):
+    """A feedback label that is not a class of the model version it is meant to teach."""
+
+    status_code, code = 422, "unknown_label"
+
+
+class InvalidFeedbackImageError(InvalidImageError):
+    """Like :class:`InvalidImageError` (same code, statuses and ``problems``), for a feedback
+    request: nothing was stored."""
+
+    def __init__(self, problems: list[ImageProblem]) -> None:
+        first = problems[0]
+        self.status_code = first.status
+        which = ", ".join(str(p.index) for p in problems)
+        ServiceError.__init__(
+            self,
+            f"{len(problems)} image(s) could not be used (index {which}); nothing was stored. "
+            f"First problem: image {first.index}: {first.detail}",
+            problems=[p.__dict__ for p in problems],
+        )
+
+
+class LabelConflictError(ConflictError):
+    """An image the feedback store already holds under another label."""
+
+    code = "label_conflict"
+
+
+class FeedbackStoreFullError(ServiceError):
+    """The feedback store's file system is full (or over quota): nothing was stored."""
+
+    status_code, code = 507, "insufficient_storage"
+
+
+class FeedbackStoreUnavailableError(ServiceError):
+    """The feedback store cannot be written (read-only, permissions, missing): nothing was
+    stored. The rest of the service is unaffected."""
+
+    status_code, code = 503, "feedback_unavailable"
+
+
+# ----------------------------------------------------------------------------- GET /models/{name}/report
+
+class ReportNotFoundError(ServiceError):
+    """The loaded version has no such report file (published before reports, or not a picture
+    the report has)."""
+
+    status_code, code = 404, "report_not_found"
+
+
+class ArtifactCorruptError(ServiceError):
+    """A file of the loaded version differs from what was published (sha256) or cannot be read:
+    the registry was changed after publication. The operator's problem, not the client's."""
+
+    status_code, code = 500, "artifact_corrupt"

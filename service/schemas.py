@@ -92,6 +92,9 @@ class LoadedModelInfo(BaseModel):
     device: str
     precision: str = Field(description="dtype of weights and activations (PRECISION)")
     loaded_at: str
+    golden_set: bool = Field(
+        description="checked against its golden set on load (false: published before golden "
+                    "sets, checked by a forward on zeros only; docs/monitoring.md)")
 
 
 class ModelsResponse(BaseModel):
@@ -129,3 +132,60 @@ class ErrorResponse(BaseModel):
     problems: list[dict[str, Any]] | None = Field(
         None, description="per-image problems (index, filename, status, detail)"
     )
+
+
+# ----------------------------------------------------------------------------- POST /feedback
+
+class FeedbackJsonRequest(PredictJsonRequest):
+    """The JSON format of ``POST /feedback``: base64 images and the one true label of them all."""
+
+    label: str | None = Field(None, max_length=1024, examples=["T-shirt/top"],
+                              description="true class of every image (or the `label` query "
+                                          "parameter)")
+    request_id: str | None = Field(
+        None, description="X-Request-ID of the /predict answer this corrects (optional)")
+
+
+class FeedbackImage(BaseModel):
+    id: str = Field(description="sha256 of the image file: its name in the store")
+    label: str
+    stored: bool = Field(description="true: new to the store; false: already known")
+
+
+class FeedbackResponse(BaseModel):
+    """One entry per image, in input order; 201 when at least one image is new, else 200."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="model whose class labels the label was checked against")
+    version: str = Field(description="the version of it this worker serves")
+    images: list[FeedbackImage]
+
+
+class FeedbackErrorResponse(ErrorResponse):
+    valid_labels: list[str] | None = Field(
+        None, description="with unknown_label: the class labels of the model version")
+
+
+class ModelReport(BaseModel):
+    """The evaluation report published with the loaded version (``report.json``, written by
+    training on its test split), with the model name and version it belongs to."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+
+    model: str = Field(description="model name")
+    version: str = Field(description="the loaded version this report was published with")
+    samples: int | None = Field(None, description="test images evaluated")
+    accuracy: float | None = Field(None, description="top-1 accuracy on the test split")
+    classes: dict[str, dict[str, Any]] | None = Field(
+        None, description="per class label: precision, recall, f1, support")
+    macro: dict[str, Any] | None = Field(None, description="macro averages of the per-class metrics")
+    confusion: dict[str, Any] | None = Field(
+        None, description="labels and matrix (rows: true class, columns: predicted class)")
+    calibration: dict[str, Any] | None = Field(
+        None, description="expected calibration error (ece) and the reliability table (bins)")
+    mistakes: list[Any] | None = Field(None, description="the most confident mistakes")
+    predicted_share: dict[str, float] | None = Field(
+        None, description="share of top-1 predictions per class on the test split: the drift "
+                          "gauge's reference")
+    sources: Any = Field(None, description="samples per data source")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Union, get_args, get_origin
 
 from training.config import DATASETS, TrainConfig
-from training.versions import cmd_switch, cmd_versions, registry_dir
+from training.versions import cmd_report, cmd_switch, cmd_versions, registry_dir
 
 log = logging.getLogger("training")
 
@@ -193,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "after verifying that artifact. Rolling back twice goes two steps back.")
     rollback.set_defaults(version=None)
     _add_model_options(rollback, version=False)
+
+    report = command("report", cmd_report, "print the per-class test report of a published version",
+                     "Print the per-class table (precision, recall, F1, support, accuracy, calibration "
+                     "error) of the report.json published with a version, after checking its sha256.")
+    report.add_argument("version", nargs="?", default=None,
+                        help="a published version, or 'production' (the default)")
+    report.add_argument("--json", action="store_true", help="print report.json itself")
+    _add_model_options(report, version=False)
 
     summary = command("summary", cmd_summary, "layer table with output shapes and parameter counts")
     summary.add_argument("--model", default="wide_cnn", help="architecture name from the models registry")

@@ -1,10 +1,12 @@
-"""``python -m training versions | promote VERSION | rollback``: which published version serves.
+"""``python -m training versions | promote VERSION | rollback | report [VERSION]``: which
+published version serves, and what its test split says about it.
 
 Promote and rollback go through :func:`artifacts.production.switch_production`, the one
 implementation the service's admin endpoints use too, after verifying the artifact.
 """
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -69,6 +71,55 @@ def cmd_switch(args: argparse.Namespace) -> int:
     else:
         print(f"production: {previous or 'none'} -> {target}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report [VERSION]``: the per-class table of a version's ``report.json`` (``--json``:
+    the file itself), read through the same sha256 check the service applies to it."""
+    directory = registry_dir(args)
+    from artifacts import registry
+
+    version = _published_version(directory, args.name, args.version)
+    version_dir = registry.model_dir(directory, args.name) / version
+    metadata = registry.read_metadata(version_dir)
+    try:
+        data = registry.read_verified(version_dir, metadata, registry.REPORT_FILE)
+    except FileNotFoundError:
+        raise registry.RegistryError(f"{args.name} version {version} has no {registry.REPORT_FILE}: it was published "
+                                     "before reports existed (retrain to get one)") from None
+    if args.json:
+        print(data.decode("utf-8").rstrip())
+        return 0
+    from training.report.metrics import format_class_table
+
+    try:
+        table = format_class_table(json.loads(data))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise registry.ArtifactValidationError(
+            f"{version_dir / registry.REPORT_FILE} is not a report this code can read "
+            f"({type(exc).__name__}: {exc}); --json prints it as it is") from exc
+    serving = " (production)" if version == _production(directory, args.name) else ""
+    print(f"{args.name} version {version}{serving}: test split")
+    print(table)
+    return 0
+
+
+def _published_version(directory: Path, name: str, version: str | None) -> str:
+    """``version`` checked to be published; None or ``production``: the production version."""
+    from artifacts.registry import RegistryError, list_versions, read_production, validate_version
+
+    if version in (None, "production"):
+        current = read_production(directory, name)
+        if current is None:
+            raise RegistryError(f"{name} has no production version in {directory}: name a version "
+                                "(see 'versions')")
+        return current
+    validate_version(version)
+    published = list_versions(directory, name)
+    if version not in published:
+        raise RegistryError(f"{name} version {version} is not published; published versions: "
+                            f"{', '.join(published) or 'none'}")
+    return version
 
 
 def _production(directory: Path, name: str) -> str | None:

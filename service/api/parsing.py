@@ -1,4 +1,5 @@
-"""Request body -> the image files it carries, for the three input formats of ``POST /predict``.
+"""Request body -> the image files it carries, for the three input formats of ``POST /predict``
+(and ``POST /feedback``, which also reads a few named text fields: :func:`parse_upload`).
 
 - ``multipart/form-data``: every file part is an image, in order (``curl -F file=@a.png``);
 - ``image/*``: the body is one image file;
@@ -11,7 +12,7 @@ import binascii
 import itertools
 import re
 from base64 import b64decode
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -37,6 +38,7 @@ _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 _URL_SAFE = str.maketrans("-_", "+/")
 MAX_TOP_K = 1000
 _TOP_K = re.compile(r"^[0-9]{1,4}$")
+MAX_FIELD_BYTES = 1024  # a text field of the body (a label, an id), not a file
 
 
 class BodyBudget:
@@ -157,12 +159,33 @@ def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:
     return int(text), values.get("model")
 
 
+@dataclass
+class Upload:
+    """A request body split into its image files, in order, and the text fields the route
+    asked for (``name -> value``, only those the body gave)."""
+
+    images: list[RawImage]
+    fields: dict[str, str] = field(default_factory=dict)
+
+
 def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> list[RawImage]:
-    """Split a request body into image files; raise a 4xx domain error for a bad request."""
+    """Split a ``/predict`` body into image files; raise a 4xx domain error for a bad request
+    (a text field in a multipart body is one: 400)."""
+    return parse_upload(content_type, body, max_images=max_images).images
+
+
+def parse_upload(content_type: str | None, body: bytes, *, max_images: int,
+                 fields: tuple[str, ...] = (),
+                 json_model: type[PredictJsonRequest] = PredictJsonRequest) -> Upload:
+    """Split a request body into image files and the text ``fields`` it may carry: multipart
+    text parts of those names (each once, at most ``MAX_FIELD_BYTES``), or those keys of the
+    JSON object, validated by ``json_model``. A raw image body carries no field."""
     media_type, options = multipart.parse_options_header(content_type or "")
     media_type = media_type.lower()
+    values: dict[str, str] = {}
     if media_type == "multipart/form-data":
-        images = _from_multipart(body, options.get("boundary"), max_images=max_images)
+        images = _from_multipart(body, options.get("boundary"), max_images=max_images,
+                                 fields=fields, values=values)
     elif media_type.startswith("image/"):
         if media_type in VECTOR_MEDIA_TYPES:
             raise UnsupportedMediaTypeError(
@@ -170,7 +193,8 @@ def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> l
             )
         images = [RawImage(filename=None, data=body)]
     elif media_type == "application/json":
-        images = _from_json(body, max_images=max_images)
+        images = _from_json(body, max_images=max_images, fields=fields, values=values,
+                            json_model=json_model)
     else:
         raise UnsupportedMediaTypeError(
             f"Content-Type {media_type or '(none)'!r} is not supported; "
@@ -179,7 +203,7 @@ def parse_images(content_type: str | None, body: bytes, *, max_images: int) -> l
     if not images or (len(images) == 1 and not images[0].data):
         raise BadRequestError("the request carries no image")
     _check_count(len(images), max_images)
-    return images
+    return Upload(images, values)
 
 
 def _check_count(count: int, max_images: int) -> None:
@@ -189,14 +213,19 @@ def _check_count(count: int, max_images: int) -> None:
         )
 
 
-def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> list[RawImage]:
+def _from_multipart(body: bytes, boundary: str | None, *, max_images: int,
+                    fields: tuple[str, ...] = (), values: dict[str, str] | None = None
+                    ) -> list[RawImage]:
+    """The file parts, in order; text parts named in ``fields`` go to ``values``, any other
+    text part is a 400."""
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary parameter")
     images: list[RawImage] = []
     segment: multipart.MultipartSegment | None = None
     chunks: list[bytes] = []
     # One more segment than allowed so that "too many images" is told apart from bad syntax.
-    parser = multipart.PushMultipartParser(boundary.encode(), max_segment_count=max_images + 1)
+    parser = multipart.PushMultipartParser(boundary.encode(),
+                                           max_segment_count=max_images + 1 + len(fields))
     try:
         with parser:
             for event in itertools.chain(parser.parse(body), parser.parse(b"")):
@@ -206,11 +235,9 @@ def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> li
                     chunks.append(bytes(event))
                 elif segment is not None:  # None marks the end of a segment
                     if segment.filename is None:
-                        raise BadRequestError(
-                            f"multipart field {segment.name!r} is not a file; send each image "
-                            "as a file part (curl -F 'file=@image.png')"
-                        )
-                    images.append(RawImage(filename=segment.filename, data=b"".join(chunks)))
+                        _text_field(segment.name, b"".join(chunks), fields, values)
+                    else:
+                        images.append(RawImage(filename=segment.filename, data=b"".join(chunks)))
                     segment = None
     except multipart.ParserLimitReached as exc:
         if len(images) > max_images:  # the segment count, else a header size or count limit
@@ -222,7 +249,28 @@ def _from_multipart(body: bytes, boundary: str | None, *, max_images: int) -> li
     return images
 
 
-def _from_json(body: bytes, *, max_images: int) -> list[RawImage]:
+def _text_field(name: str, data: bytes, fields: tuple[str, ...],
+                values: dict[str, str] | None) -> None:
+    """Keep the multipart text part ``name`` when it is one of ``fields``; else a 400."""
+    if name not in fields or values is None:
+        accepted = f" (text fields accepted here: {', '.join(fields)})" if fields else ""
+        raise BadRequestError(
+            f"multipart field {name!r} is not a file; send each image as a file part "
+            f"(curl -F 'file=@image.png'){accepted}"
+        )
+    if name in values:
+        raise BadRequestError(f"multipart field {name!r} is given more than once")
+    if len(data) > MAX_FIELD_BYTES:
+        raise BadRequestError(f"multipart field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
+    try:
+        values[name] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError(f"multipart field {name!r} is not UTF-8 text") from None
+
+
+def _from_json(body: bytes, *, max_images: int, fields: tuple[str, ...] = (),
+               values: dict[str, str] | None = None,
+               json_model: type[PredictJsonRequest] = PredictJsonRequest) -> list[RawImage]:
     try:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -232,14 +280,18 @@ def _from_json(body: bytes, *, max_images: int) -> list[RawImage]:
     if isinstance(payload, dict) and isinstance(payload.get("images"), list):
         _check_count(len(payload["images"]), max_images)  # before validating a huge list
     try:
-        request = PredictJsonRequest.model_validate(payload)
+        request = json_model.model_validate(payload)
     except ValidationError as exc:
         reasons = "; ".join(
             f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in exc.errors()
         )
+        extra = "".join(f', "{name}": "..."' for name in fields)
         raise BadRequestError(
-            f'expected {{"images": ["<base64>", ...]}}: {reasons}'
+            f'expected {{"images": ["<base64>", ...]{extra}}}: {reasons}'
         ) from None
+    if values is not None:
+        values.update({name: getattr(request, name) for name in fields
+                       if getattr(request, name, None) is not None})
     images = []
     for index, text in enumerate(request.images):
         text = _DATA_URL.sub("", text.strip(), count=1)

@@ -165,3 +165,16 @@ def _decode_errors(data: bytes | None, max_pixels: int | None) -> Iterator[None]
 def _looks_like_svg(data: bytes) -> bool:
     head = data[:1024].lstrip().lower()
     return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in head
+
+
+def input_mismatches(opened: Opened, spec: InputSpec) -> tuple[int, int]:
+    """How many of the opened images will be resized, and how many converted to the model's
+    colour mode (``L`` or ``RGB``) by :func:`image_pixels`: read from the headers, nothing
+    decoded (the drift signals count them, ``service.inference.drift``)."""
+    size = mode = 0
+    expected_size, expected_mode = (spec.width, spec.height), "L" if spec.channels == 1 else "RGB"
+    for image in opened.images:
+        if not isinstance(image, ImageProblem):
+            size += image.size != expected_size
+            mode += image.mode != expected_mode
+    return size, mode

@@ -1,11 +1,17 @@
-"""Load a published version for serving: verify, move to the device, validate, warm up.
+"""Load a published version for serving: verify, move to the device, check, warm up.
 
 ``artifacts.registry.load_artifact`` owns the artifact format and its checks (sha256 of the
-weights, ``weights_only`` load, strict ``load_state_dict`` into the architecture rebuilt from
-``metadata.json``, output width == number of labels). This module adds what serving needs on
-top: the device and precision, warm-up forwards at the batch sizes the batcher will use, and a
-sanity check that the outputs are finite probabilities, so a broken version is refused before it
-serves.
+weights and beside-files, ``weights_only`` load, strict ``load_state_dict`` into the
+architecture rebuilt from ``metadata.json``, output width == number of labels, the golden set
+in fp32 on the CPU). This module adds what serving needs on top: the device and precision, the
+golden set run again through the exact serving path (device, dtype, channels-last:
+:meth:`LoadedModel.probabilities`) within that dtype's tolerance (``artifacts.golden``), and
+warm-up forwards at the batch sizes the batcher will use, so a version that would answer
+differently from what was published is refused before it serves (docs/monitoring.md).
+
+Versions published before golden sets existed still load, checked as before (the warm-up
+outputs must be finite probabilities of the right width), with a warning and
+``golden_set: false`` in ``/models``.
 """
 
 import logging
@@ -18,8 +24,10 @@ import torch
 from torch import nn
 
 from artifacts.devices import serving_dtype
+from artifacts.golden import TOLERANCES, GoldenSet, GoldenSetError
 from artifacts.preprocess import EvalTransform, InputSpec
 from artifacts.registry import ArtifactValidationError, MetadataFields, load_artifact
+from service import metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,8 @@ class LoadedModel(MetadataFields):
     spec: InputSpec
     transform: EvalTransform
     labels: list[str]
+    path: Path  # the version directory: the report endpoints read its beside-files
+    golden_set: bool  # False: published before golden sets, checked by a forward on zeros
     loaded_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -84,12 +94,27 @@ def load_model(
 ) -> LoadedModel:
     """Load, verify and warm up ``name`` (production when ``version`` is None).
 
-    The weights are verified as published (fp32), then converted once to the ``precision``
-    (``PRECISION``, see :func:`serving_dtype`) and the channels-last layout.
+    The weights are verified as published (fp32, CPU, golden set included), then converted once
+    to the ``precision`` (``PRECISION``, see :func:`serving_dtype`) and the channels-last layout,
+    and must reproduce the golden set again as they will serve.
 
-    Raises ``RegistryError`` (nothing to load) or ``ArtifactValidationError`` (refused).
+    Raises ``RegistryError`` (nothing to load) or ``ArtifactValidationError`` (refused; a
+    :class:`GoldenSetError` is also counted in ``imgclf_golden_set_failures_total``).
     """
-    artifact = load_artifact(registry, name, version)  # checks name, version, hash, shapes
+    # Resolved before the first refusal: the series exists at 0, so an alert on its increase
+    # sees the first refusal too (deploy/prometheus/alerts.yml).
+    golden_failures = metrics.GOLDEN_FAILURES.labels(name)
+    try:
+        return _load(registry, name, version, device=device, warmup_batch=warmup_batch,
+                     precision=precision)
+    except GoldenSetError:
+        golden_failures.inc()
+        raise
+
+
+def _load(registry: Path, name: str, version: str | None, *, device: torch.device,
+          warmup_batch: int, precision: str) -> LoadedModel:
+    artifact = load_artifact(registry, name, version)  # checks name, version, hashes, golden (fp32)
     spec = artifact.input_spec
     dtype = serving_dtype(precision, device, artifact.model)
     loaded = LoadedModel(
@@ -101,24 +126,54 @@ def load_model(
         spec=spec,
         transform=EvalTransform(spec=spec),
         labels=list(artifact.class_labels),
+        path=artifact.path,
+        golden_set=artifact.golden is not None,
     )
     with torch.inference_mode():
+        if artifact.golden is not None:
+            deviation = _check_golden(loaded, artifact.golden)
+            tolerance = TOLERANCES.get(dtype, TOLERANCES[torch.bfloat16])
+            checked = f"golden set reproduced (max deviation {deviation:.1e}, tolerance {tolerance:.0e})"
+        else:
+            log.warning("%s v%s has no golden set (published before golden sets): checked by "
+                        "a forward on zeros only", name, loaded.version)
+            checked = "no golden set"
         for size in warmup_sizes(device, warmup_batch):
             probabilities = loaded.probabilities(
                 torch.zeros(size, spec.channels, spec.height, spec.width, dtype=torch.uint8)
             )
-            if probabilities.shape != (size, len(loaded.labels)):
-                raise ArtifactValidationError(
-                    f"{name} v{loaded.version}: output {tuple(probabilities.shape)} does not "
-                    f"match {len(loaded.labels)} labels"
-                )
-            if not torch.isfinite(probabilities).all():
-                raise ArtifactValidationError(
-                    f"{name} v{loaded.version}: the test forward produced NaN/inf"
-                )
+            if artifact.golden is None:
+                _check_zeros(loaded, probabilities, size)
     log.info(
-        "loaded %s v%s (%s, %d labels, input %dx%dx%d) on %s in %s", name, loaded.version,
+        "loaded %s v%s (%s, %d labels, input %dx%dx%d) on %s in %s: %s", name, loaded.version,
         loaded.metadata["architecture"], len(loaded.labels), spec.channels, spec.height,
-        spec.width, device, loaded.precision,
+        spec.width, device, loaded.precision, checked,
     )
     return loaded
+
+
+def _check_golden(loaded: LoadedModel, golden: GoldenSet) -> float:
+    """Run the golden set through the serving path; raises :class:`GoldenSetError` unless it
+    reproduces the published probabilities. Returns the largest deviation, for the log."""
+    outputs: list[torch.Tensor] = []
+
+    def served(images: torch.Tensor) -> torch.Tensor:
+        outputs.append(loaded.probabilities(images))  # (N, classes) float32 on CPU
+        return outputs[-1]
+
+    golden.verify(served, loaded.dtype, spec=loaded.spec, classes=len(loaded.labels),
+                  what=f"{loaded.name} v{loaded.version} on {loaded.device} in {loaded.precision}")
+    return float((outputs[-1] - golden.probabilities).abs().max())
+
+
+def _check_zeros(loaded: LoadedModel, probabilities: torch.Tensor, size: int) -> None:
+    """The check of a version without a golden set: finite outputs, one per label."""
+    if probabilities.shape != (size, len(loaded.labels)):
+        raise ArtifactValidationError(
+            f"{loaded.name} v{loaded.version}: output {tuple(probabilities.shape)} does not "
+            f"match {len(loaded.labels)} labels"
+        )
+    if not torch.isfinite(probabilities).all():
+        raise ArtifactValidationError(
+            f"{loaded.name} v{loaded.version}: the test forward produced NaN/inf"
+        )

@@ -7,6 +7,9 @@ work. The runner reads each job's image headers first: a job announcing more tha
 ``DECODE_INLINE_PIXELS`` pixels (bytes say nothing: a 16 KB PNG can hold 16 million blank
 pixels) is answered :class:`Undecoded`, and the predictor decodes it in a thread pool and
 queues its pixels, so that big images never hold up the batch of small ones behind them.
+
+What the model saw and answered also feeds the drift signals (``service.inference.drift``):
+the images' header sizes and modes, and each forward's top-1 classes and probabilities.
 """
 
 import time
@@ -17,6 +20,7 @@ import torch
 from artifacts.preprocess import pixels_to_uint8
 from service import metrics
 from service.errors import InvalidImageError
+from service.inference.drift import DriftSignals
 from service.inference.imaging import Opened, RawImage, decode_opened, open_images
 from service.inference.loading import LoadedModel
 from service.schemas import Result
@@ -56,6 +60,8 @@ class BatchRunner:
         self.max_pixels = settings.max_pixels
         self.decode_inline_pixels = settings.decode_inline_pixels
         self.cores = cores
+        self.drift = DriftSignals(window=settings.drift_window,
+                                  min_samples=settings.drift_min_samples)
         self._metrics: dict[str, tuple] = {}  # labelled children per model, resolved once
 
     def __call__(self, loaded: LoadedModel,
@@ -80,6 +86,7 @@ class BatchRunner:
         forward_time.observe(time.perf_counter() - started)
         batch_size.observe(len(all_scores))
         images.inc(len(all_scores))
+        self.drift.predictions(loaded, all_scores, all_indices)
         results: list[Result | InvalidImageError | Undecoded] = []
         offset = 0
         for chunk in pixels:
@@ -99,6 +106,7 @@ class BatchRunner:
             return job.pixels
         started = time.perf_counter()
         opened = open_images(job.files or [], max_pixels=self.max_pixels)
+        self.drift.inputs(loaded, opened)
         if opened.pixels > self.decode_inline_pixels:
             return Undecoded(opened)
         try:

@@ -35,7 +35,7 @@ def test_compose_has_the_services_and_named_volumes(compose):
     assert {"api", "trainer", "tensorboard"} <= set(services)
     assert services["tensorboard"]["profiles"] == ["tensorboard"]
     assert "profiles" not in services["api"] and "profiles" not in services["trainer"]
-    assert {"registry", "runs"} <= set(compose["volumes"])
+    assert {"registry", "runs", "feedback"} <= set(compose["volumes"])
     for name, service in services.items():
         for mount in service.get("volumes", []):
             source = mount.split(":")[0]
@@ -64,6 +64,14 @@ def test_api_mounts_the_registry_read_only(compose):
     assert "registry:/registry:ro" in api["volumes"]
     assert "registry:/registry" in trainer["volumes"], "the trainer writes the registry"
     assert "runs:/runs" in trainer["volumes"]
+
+
+def test_the_api_writes_the_feedback_store_and_the_trainer_only_reads_it(compose):
+    api, trainer = compose["services"]["api"], compose["services"]["trainer"]
+    assert "feedback:/feedback" in api["volumes"]
+    assert "feedback:/feedback:ro" in trainer["volumes"]
+    assert api["environment"]["FEEDBACK_DIR"] == "/feedback"
+    assert trainer["environment"]["TRAIN_FEEDBACK_DIR"] == "/feedback"
 
 
 def test_api_waits_for_a_healthy_trainer(compose):
@@ -109,9 +117,10 @@ def test_variables_have_a_default_or_fail_with_a_message():
         assert not bare, f"{path.name}: {bare}"
 
 
-def test_no_secret_has_a_non_empty_default(compose):
-    token = compose["services"]["api"]["environment"]["ADMIN_TOKEN"]
-    assert token in ("${ADMIN_TOKEN:-}",) or token.startswith("${ADMIN_TOKEN:?")
+@pytest.mark.parametrize("secret", ["ADMIN_TOKEN", "FEEDBACK_TOKEN"])
+def test_no_secret_has_a_non_empty_default(compose, secret):
+    token = compose["services"]["api"]["environment"][secret]
+    assert token == f"${{{secret}:-}}" or token.startswith(f"${{{secret}:?")
 
 
 def test_gpu_override_reserves_nvidia_devices_for_both_services(gpu_compose):

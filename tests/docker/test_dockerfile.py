@@ -224,6 +224,25 @@ def test_trainer_image_has_the_offline_fashion_mnist():
     assert "rm -rf /var/lib/apt/lists" in runs
 
 
+def test_only_the_trainer_installs_the_training_extra(tmp_path):
+    """matplotlib draws the training side's report pictures: the trainer installs the `training`
+    extra of pyproject.toml (extracted like the other pins), the api image does without it."""
+    (extract,) = [rest for kw, rest in stages()["requirements"] if kw == "RUN"]
+    (tmp_path / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
+    result = subprocess.run(["/bin/sh", "-c", extract.replace("/tmp/", f"{tmp_path}/")], capture_output=True,
+                            text=True, timeout=60, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    training = (tmp_path / "training.txt").read_text().split()
+    assert training and any(req.startswith("matplotlib") for req in training)
+    assert not any("matplotlib" in line for line in (tmp_path / "rest.txt").read_text().splitlines())
+
+    def installs_training_extra(target: str) -> bool:
+        return any("-r /tmp/training.txt" in rest for rest in effective(target, "RUN"))
+
+    assert installs_training_extra("trainer") and not installs_training_extra("api")
+    assert not any("training.txt" in rest for rest in effective("api", "COPY"))
+
+
 def test_dockerignore_keeps_local_state_out_of_the_context():
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", "registry", "runs", "data", ".env"} <= ignored

@@ -14,7 +14,8 @@ BAD = {"TRAIN_LR": "1e-9", "TRAIN_EPOCHS": "1"}  # barely moves from its random 
 def job_environment(registry_dir: Path, runs_dir: Path, data_dir: Path) -> dict[str, str]:
     """The variables of a job that trains a tiny MLP on a stripes ImageFolder
     (``support.images.make_imagefolder(pattern="stripes")``) in about a second: CPU, fp32, one
-    thread, the GOOD recipe."""
+    thread, the GOOD recipe. Forced (``SCHEDULE_FORCE``): these tests run the job again and
+    again on the same data; the skip of unchanged data has tests of its own."""
     return {
         "MODEL_REGISTRY": str(registry_dir), "MODEL_NAME": NAME,
         "SCHEDULE_RUNS_DIR": str(runs_dir),
@@ -23,6 +24,7 @@ def job_environment(registry_dir: Path, runs_dir: Path, data_dir: Path) -> dict[
         "TRAIN_MODEL": "mlp", "TRAIN_MODEL_KWARGS": '{"hidden": [32]}',
         "TRAIN_OPTIMIZER": "adam", "TRAIN_SCHEDULER": "none", "TRAIN_BATCH_SIZE": "16",
         "TRAIN_DEVICE": "cpu", "TRAIN_PRECISION": "fp32", "TRAIN_THREADS": "1", **GOOD,
+        "SCHEDULE_FORCE": "true",
     }
 
 

@@ -84,7 +84,7 @@ def build_report(
         "calibration": _calibration(confidence, correct, bins),
         "mistakes": _mistakes(confidence, predicted, labels, class_labels, mistakes),
         "predicted_share": {label: _round(share) for label, share in
-                            zip(class_labels, (predicted_count.double() / count).tolist())},
+                            zip(class_labels, (predicted_count.double() / count).tolist(), strict=True)},
     }
     if sources is not None:
         report["sources"] = _per_source(sources, correct)

@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from artifacts.devices import is_conv_net
 from artifacts.preprocess import EvalTransform
@@ -24,7 +23,8 @@ from artifacts.registry import Artifact
 from training.config import TrainConfig
 from training.data.batches import BatchLoader
 from training.data.splits import DataSplits
-from training.engine import evaluate, resolve_runtime
+from training.engine import collect_probabilities, resolve_runtime, stats_from_probabilities
+from training.report.metrics import build_report, class_recalls
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,13 @@ class ProductionScore:
     source: str  # "re-evaluated" | "recorded" | "unavailable"
     note: str = ""
     test_samples: int | None = None  # the size of the split it was scored on
+    # Recall per class label on that split; None when not re-evaluated with the same labels.
+    class_recalls: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return {"test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
-                "test_samples": self.test_samples, "source": self.source, "note": self.note}
+                "test_samples": self.test_samples, "source": self.source, "note": self.note,
+                "class_recalls": self.class_recalls}
 
 
 def score_production(artifact: Artifact, cfg: TrainConfig, data: DataSplits) -> ProductionScore:
@@ -67,10 +70,11 @@ def score_production(artifact: Artifact, cfg: TrainConfig, data: DataSplits) -> 
     loader = BatchLoader(data.test, batch_size=512, shuffle=False)
     transform = EvalTransform(spec=spec)
     if list(artifact.class_labels) == list(data.classes):
-        stats = evaluate(model, loader, criterion=nn.CrossEntropyLoss(), transform=transform,
-                         runtime=runtime)
+        probabilities, labels = collect_probabilities(model, loader, transform=transform, runtime=runtime)
+        stats = stats_from_probabilities(probabilities, labels)
+        recalls = class_recalls(build_report(probabilities, labels, data.classes, mistakes=0))
         return ProductionScore(stats["accuracy"], stats["loss"], "re-evaluated",
-                               test_samples=len(data.test))
+                               test_samples=len(data.test), class_recalls=recalls)
     # The label set changed (a class added or renamed): score by label name. A class that
     # production does not know counts as wrong, which is exactly what serving it would do.
     accuracy = _accuracy_by_label(model, loader, transform, runtime,
@@ -121,3 +125,23 @@ def decide(candidate: float, production: float | None, *, margin: float,
                       f"{margin:+.4f} margin")
     return False, (f"candidate {METRIC} {candidate:.4f} < production {production:.4f} "
                    f"{margin:+.4f} margin")
+
+
+def class_gate(candidate: dict[str, float], production: dict[str, float], *,
+               max_drop: float) -> tuple[dict | None, dict[str, dict[str, float]]]:
+    """The class whose recall fell most beyond ``max_drop`` below production's on the same
+    split (``{"label", "candidate", "production", "drop"}``, or None: no class blocks), and
+    both recalls of every class for the report.
+
+    Why per class: overall accuracy can rise while one class collapses (feedback that floods
+    one label, a class whose new images are mislabelled), and the users of that class would
+    see a worse model after a "better" one was promoted."""
+    table = {label: {"candidate": candidate[label], "production": production[label],
+                     "change": round(candidate[label] - production[label], 6)}
+             for label in candidate if label in production}
+    worst = min(table.items(), key=lambda item: item[1]["change"], default=None)
+    if worst is None or -worst[1]["change"] <= max_drop + EPSILON:
+        return None, table
+    label, row = worst
+    return {"label": label, "candidate": row["candidate"], "production": row["production"],
+            "drop": -row["change"]}, table

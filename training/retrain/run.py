@@ -21,8 +21,10 @@ from artifacts import production, registry
 from artifacts.storage import atomic_write_bytes
 from training import train as train_module
 from training.config import TrainConfig
-from training.data.splits import DataSplits
-from training.retrain.compare import METRIC, ProductionScore, decide, score_production
+from training.data.splits import DataSplits, load_data
+from training.report.metrics import class_recalls
+from training.retrain.compare import METRIC, ProductionScore, class_gate, decide, score_production
+from training.retrain.freshness import describe_data
 from training.retrain.lock import LockInfo
 from training.retrain.settings import ScheduleSettings
 
@@ -39,7 +41,8 @@ class Interrupted(BaseException):
 @dataclass
 class RunOutcome:
     """``status``: promoted | kept (production stays, candidate not better) | rejected (no
-    production and the candidate missed the floor) | failed | interrupted."""
+    production and the candidate missed the floor) | skipped (the data and the recipe equal
+    production's) | failed | interrupted."""
 
     status: str
     report: dict[str, Any]
@@ -68,7 +71,9 @@ class RetrainRun:
             "policy": {"metric": METRIC, "promotion_margin": settings.promotion_margin,
                        "min_accuracy": settings.min_accuracy,
                        "reevaluate_production": settings.reevaluate_production,
-                       "warm_start": settings.warm_start},
+                       "warm_start": settings.warm_start, "max_class_drop": settings.max_class_drop,
+                       "force": settings.force},
+            "data": None, "gate": None,
             "candidate": None, "production": None, "durations": {}, "pruned_versions": [],
             "pruned_runs": [], "stale_lock": None, "error": None, "recipe": recipe,
         }
@@ -109,11 +114,21 @@ class RetrainRun:
         s, report = self.settings, self.report
         before = registry.read_production(self.registry, self.name)
         report["production"] = {"version_before": before}
+        cfg = self._train_config(None)
+        started = time.perf_counter()
+        data = load_data(cfg)
+        report["durations"]["load_data_s"] = round(time.perf_counter() - started, 3)
+        self.report["data"], unchanged = describe_data(self.registry, self.name, before, cfg, data)
+        if unchanged and not s.force:
+            report.update(status="skipped", decision="keep", reason=unchanged)
+            report["production"]["version_after"] = before
+            return
         warm_from = self._warm_start_source(before)
-        cfg = self._train_config(warm_from)
+        if warm_from:
+            cfg = self._train_config(warm_from)
 
         started = time.perf_counter()
-        result = train_module.main(cfg)
+        result = train_module.main(cfg, data=data)
         report["durations"]["train_s"] = round(time.perf_counter() - started, 3)
         candidate_accuracy = float(result.test_metrics[METRIC])
         report["candidate"] = {"version": result.version, "metrics": result.test_metrics,
@@ -134,6 +149,8 @@ class RetrainRun:
             baseline = score.test_accuracy if (comparable and score) else None
             promote, reason = decide(candidate_accuracy, baseline, margin=s.promotion_margin,
                                      floor=s.min_accuracy)
+        if promote and comparable and score is not None and score.class_recalls and result.report:
+            promote, reason = self._gate_classes(result.report, score.class_recalls, reason)
         if promote:
             promote, reason = self._promote_unless_changed(current, result.version, reason)
         if promote:
@@ -145,6 +162,18 @@ class RetrainRun:
         self._prune()
 
     # ------------------------------------------------------------------ steps
+    def _gate_classes(self, candidate_report: dict, production_recalls: dict[str, float],
+                      reason: str) -> tuple[bool, str]:
+        """The per-class half of the promotion rule (``SCHEDULE_MAX_CLASS_DROP``)."""
+        limit = self.settings.max_class_drop
+        blocking, table = class_gate(class_recalls(candidate_report), production_recalls, max_drop=limit)
+        self.report["gate"] = {"max_class_drop": limit, "classes": table, "blocking_class": blocking}
+        if blocking is None:
+            return True, f"{reason}; no class recall fell by more than {limit:.3f}"
+        return False, (f"class {blocking['label']!r} recall fell from {blocking['production']:.4f} "
+                       f"(production) to {blocking['candidate']:.4f} (candidate), more than "
+                       f"SCHEDULE_MAX_CLASS_DROP={limit:.3f}; kept")
+
     def _promote_unless_changed(self, compared: str | None, version: str,
                                 reason: str) -> tuple[bool, str]:
         """Promote ``version`` unless production is no longer ``compared``, the version the
@@ -246,7 +275,8 @@ class RetrainRun:
         r = self.report
         candidate = r["candidate"] or {}
         accuracy = (candidate.get("metrics") or {}).get(METRIC)
-        level = {"promoted": logging.INFO, "kept": logging.INFO}.get(r["status"], logging.ERROR)
+        level = {"promoted": logging.INFO, "kept": logging.INFO,
+                 "skipped": logging.INFO}.get(r["status"], logging.ERROR)
         production = r["production"] or {}
         log.log(level, "retrain %s: %s: %s | candidate %s %s=%s | production %s -> %s "
                 "| %.1f s | report %s",

@@ -27,6 +27,8 @@ from training.config import TrainConfig
 RECIPE_PREFIX = "TRAIN_"
 # TrainConfig fields the job sets itself: settable through TRAIN_* they would break its contract.
 JOB_OWNED_FIELDS = ("registry", "name", "runs_dir", "run_name", "resume", "promote", "publish")
+# Options that do not change the model a run makes: ignored when comparing recipes.
+NOT_RECIPE_FIELDS = ("pretrained_weights", "progress", "wandb", "threads")
 # Recipe defaults that differ from the command line's: no progress bars in container logs.
 RECIPE_DEFAULTS = {"progress": False}
 # cron's nicknames, which cronsim leaves to its caller.
@@ -188,6 +190,12 @@ def _check_unknown_recipe_variables() -> None:
         raise ValueError(
             f"Unknown recipe variable(s) {', '.join(sorted(unknown))}. Valid: {names}."
         )
+
+
+def recipe_fields() -> set[str]:
+    """The TrainConfig fields that make two runs' recipes the same or different (the data
+    aside): what the job does not own and what does change the model."""
+    return {f.name for f in fields(TrainConfig)} - set(JOB_OWNED_FIELDS) - set(NOT_RECIPE_FIELDS)
 
 
 def load_recipe() -> dict[str, Any]:
