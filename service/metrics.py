@@ -97,7 +97,7 @@ GOLDEN_FAILURES = Counter(
 # ---------------------------------------------------------------- feedback
 FEEDBACK = Counter(
     "imgclf_feedback_total", "images received on POST /feedback, by label and outcome "
-    "(stored, duplicate, invalid_label, invalid_image, disk_full, unavailable)", ["label", "outcome"],
+    "(stored, duplicate, conflict, invalid_label, invalid_image, disk_full, unavailable)", ["label", "outcome"],
 )
 
 

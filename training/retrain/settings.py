@@ -27,8 +27,10 @@ from training.config import TrainConfig
 RECIPE_PREFIX = "TRAIN_"
 # TrainConfig fields the job sets itself: settable through TRAIN_* they would break its contract.
 JOB_OWNED_FIELDS = ("registry", "name", "runs_dir", "run_name", "resume", "promote", "publish")
-# Options that do not change the model a run makes: ignored when comparing recipes.
-NOT_RECIPE_FIELDS = ("pretrained_weights", "progress", "wandb", "threads")
+# Options that do not change the model a run makes, or name where the data is (its content is
+# compared by fingerprint): ignored when comparing recipes.
+NOT_RECIPE_FIELDS = ("pretrained_weights", "progress", "wandb", "threads", "data_dir", "feedback_dir",
+                     "download")
 # Recipe defaults that differ from the command line's: no progress bars in container logs.
 RECIPE_DEFAULTS = {"progress": False}
 # cron's nicknames, which cronsim leaves to its caller.
