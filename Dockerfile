@@ -63,7 +63,7 @@ ENV PYTHONPATH=/app \
     MODEL_NAME=fashion-mnist \
     DEVICE=auto
 # Volume mount points owned by the app user, so named volumes start out writable by it.
-RUN mkdir -p /registry /runs && chown app:app /registry /runs
+RUN mkdir -p /registry /runs /feedback && chown app:app /registry /runs /feedback
 
 # ---------------------------------------------------------------- trainer: the retraining job
 FROM runtime AS trainer

@@ -74,6 +74,20 @@ def test_the_api_writes_the_feedback_store_and_the_trainer_only_reads_it(compose
     assert trainer["environment"]["TRAIN_FEEDBACK_DIR"] == "/feedback"
 
 
+def test_every_named_volume_mount_point_is_made_for_the_app_user(compose):
+    """A named volume starts as a copy of its mount point in the image: a mount point the image
+    lacks starts out owned by root, and the non-root services cannot write it (a feedback store
+    that answers 503 to every label)."""
+    dockerfile = DOCKERFILE.read_text()
+    (made,) = re.findall(r"RUN mkdir -p ([^&]+)&& chown app:app ([^\n]+)", dockerfile)
+    created, owned = set(made[0].split()), set(made[1].split())
+    for service in compose["services"].values():
+        for mount in service.get("volumes", []):
+            source, target = mount.split(":")[:2]
+            if source in compose["volumes"]:
+                assert target in created and target in owned, target
+
+
 def test_api_waits_for_a_healthy_trainer(compose):
     depends = compose["services"]["api"]["depends_on"]
     assert depends["trainer"]["condition"] == "service_healthy"
