@@ -32,7 +32,7 @@ def publish(reg: Path, report: dict | None) -> str:
     model = models.build_model("mlp", num_classes=10, in_channels=1, image_size=(28, 28), hidden=[8])
     metadata = registry.build_metadata(
         name="fm", architecture="mlp", architecture_kwargs={"hidden": [8]}, class_labels=LABELS,
-        input_spec=SPEC, metrics={"test_accuracy": report["accuracy"] if report else 0.1},
+        input_spec=SPEC, metrics={"test_accuracy": (report or {}).get("accuracy", 0.1)},
         dataset="fashion-mnist", config={})
     files = {"report.json": json.dumps(report, indent=2).encode()} if report is not None else {}
     return registry.publish(reg, metadata, model.state_dict(), files=files)
@@ -109,3 +109,13 @@ def test_no_production_version_asks_for_a_version(tmp_path, caplog):
 def test_a_missing_registry_is_a_usage_error(tmp_path, caplog):
     assert report_cli("1", reg=tmp_path / "nowhere") == 2
     assert "no model registry" in caplog.text
+
+
+def test_a_report_this_code_cannot_read_is_refused_and_json_still_shows_it(tmp_path, capsys, caplog):
+    reg = tmp_path / "registry"
+    version = publish(reg, {"samples": 3, "format": "from the future"})
+    assert report_cli(version, reg=reg) == 1
+    assert "is not a report this code can read" in caplog.text and "--json" in caplog.text
+    capsys.readouterr()
+    assert report_cli(version, "--json", reg=reg) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "from the future"
