@@ -99,7 +99,7 @@ class ScheduleSettings(BaseSettings):
         "(else use its recorded metric)",
     )
     max_class_drop: float = Field(
-        0.03, ge=0.0, le=1.0,
+        0.10, ge=0.0, le=1.0,
         description="refuse a candidate whose recall on any class falls more than this below "
                     "production's on the same split (docs/retraining.md: measured noise)",
     )
