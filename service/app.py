@@ -22,10 +22,10 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.admin import AdminController
+from service.api.body_budget import BodyBudget
 from service.api.feedback import feedback
 from service.api.info import InfoController
 from service.api.middleware import ObservabilityMiddleware
-from service.api.parsing import BodyBudget
 from service.api.predict import PREDICT_PATH, document_predict, predict
 from service.api.shedding import ShedWhenOverloaded
 from service.errors import exception_to_http_response

@@ -29,7 +29,8 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import Parameter
 
 from service import metrics
-from service.api.parsing import MAX_FIELD_BYTES, BodyBudget, parse_upload
+from service.api.body_budget import BodyBudget
+from service.api.parsing import MAX_FIELD_BYTES, parse_upload
 from service.errors import (
     FeedbackDisabledError,
     FeedbackStoreFullError,

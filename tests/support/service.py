@@ -13,7 +13,8 @@ import torch
 
 from artifacts.preprocess import EvalTransform
 from artifacts.registry import load_artifact, publish
-from service.api.parsing import BodyBudget, PredictRequest
+from service.api.body_budget import BodyBudget
+from service.api.parsing import PredictRequest
 from service.workers.worker_table import WorkerTable
 
 MODEL = "fmnist"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.api.parsing import BodyBudget
+from service.api.body_budget import BodyBudget
 from service.errors import ClientDisconnectedError, PayloadTooLargeError, QueueFullError
 
 
