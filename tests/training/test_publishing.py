@@ -46,7 +46,7 @@ def test_the_golden_set_is_what_the_model_computes_and_is_decided(published):
     assert golden is not None and 0 < len(golden.images) <= 32
     assert golden.images.dtype == torch.uint8 and golden.images.shape[1:] == (1, 28, 28)
     top2 = golden.probabilities.topk(2, dim=1).values
-    assert ((top2[:, 0] - top2[:, 1]) >= MIN_MARGIN).all() or len(golden.images) == 32
+    assert ((top2[:, 0] - top2[:, 1]) >= MIN_MARGIN / 4).all()  # no rounding can flip a top-1
     # loadable with nothing but torch, weights_only
     content = torch.load(version_dir / GOLDEN_FILE, weights_only=True)
     assert set(content) == {"images", "labels", "probabilities"}
