@@ -82,7 +82,7 @@ CONFIDENCE = Histogram(
 DRIFT_PSI = Gauge(
     "imgclf_prediction_drift_psi",
     "population stability index of the recent top-1 classes (DRIFT_WINDOW per worker) against "
-    "the artifact's test split; the largest over live workers; NaN until DRIFT_MIN_SAMPLES",
+    "the artifact's test split; the largest over live workers; absent until DRIFT_MIN_SAMPLES",
     ["model", "version"], multiprocess_mode="livemax",
 )
 INPUT_MISMATCH = Counter(

@@ -32,7 +32,6 @@ the counts of inputs whose size or mode differs from the training input
 (``imgclf_input_mismatch_total{model,reason}``).
 """
 
-import bisect
 import logging
 import math
 import time
@@ -59,23 +58,6 @@ def psi(live: Sequence[float], reference: Sequence[float]) -> float:
         p, q = max(p, EPSILON), max(q, EPSILON)
         total += (p - q) * math.log(p / q)
     return total
-
-
-def observe_all(histogram: Any, values: list[float]) -> None:
-    """``histogram.observe(value)`` for each of ``values``, with one write per bucket touched
-    and one for the sum, instead of two per value: in multiprocess mode each is a locked mmap
-    write, and per image they were 2.8 of the 4.5 µs this module took on the inference thread.
-    Falls back to ``observe`` if prometheus_client's internals ever differ."""
-    try:
-        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
-    except AttributeError:
-        for value in values:
-            histogram.observe(value)
-        return
-    # observe() counts a value in the first bucket whose upper bound is >= it.
-    for index, count in Counter(bisect.bisect_left(bounds, value) for value in values).items():
-        buckets[index].inc(count)
-    total.inc(sum(values))
 
 
 def reference_shares(metadata: dict[str, Any], labels: list[str]) -> list[float] | None:
@@ -123,7 +105,8 @@ class DriftMonitor:
         """One batch's top-1 classes and their probabilities."""
         for index, count in Counter(classes).items():
             self._predictions[index].inc(count)
-        observe_all(self._confidence, confidences)
+        for confidence in confidences:
+            self._confidence.observe(confidence)
         ring, counts, window = self._ring, self._counts, self.window
         position, filled = self._position, self._filled
         for index in classes[-window:]:

@@ -228,6 +228,7 @@ class Predictor:
         if not admitted:
             opened = await self._in_decode_pool(open_images, files,
                                                 max_pixels=self.settings.max_pixels)
+            self.runner.drift.inputs(loaded, opened)  # the runner counts the ones it opens
         pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
         self.runner.decode_time(slot.name).observe(time.perf_counter() - started)
         jobs = [Job(top_k, pixels=pixels[start:start + limit])

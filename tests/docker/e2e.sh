@@ -200,7 +200,7 @@ step "the new version's report and pictures, from the api"
 curl -fsS "$BASE/models/$MODEL_NAME/report" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-print('report of v' + str(r['version']) + ':', {k: round(v['recall'], 3) for k, v in r['report']['classes'].items()})
+print('report of v' + str(r['version']) + ':', {k: round(v['recall'], 3) for k, v in r['classes'].items()})
 assert str(r['version']) == '$v2'"
 for picture in confusion reliability mistakes; do
   curl -fsS "$BASE/models/$MODEL_NAME/report/$picture.png" -o "$WORK/$picture.png"

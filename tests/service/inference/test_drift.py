@@ -8,14 +8,14 @@ import shutil
 
 import pytest
 import torch
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import REGISTRY
 from support.images import band_images, encode
 from support.service import MODEL
 
 from artifacts import production
 from artifacts.registry import load_artifact, publish
 from service.inference import drift
-from service.inference.drift import EPSILON, DriftMonitor, DriftSignals, observe_all, psi, reference_shares
+from service.inference.drift import EPSILON, DriftMonitor, DriftSignals, psi, reference_shares
 from service.inference.loading import load_model
 
 
@@ -73,22 +73,6 @@ def test_without_a_reference_there_is_no_gauge_but_counters_still_count():
     assert _value("imgclf_predictions_total", version="2", label="b") == 4
     assert _value("imgclf_prediction_confidence_count", version="2") == 5
     assert _value("imgclf_prediction_confidence_bucket", version="2", le="0.5") == 1
-
-
-def test_a_batch_observed_at_once_fills_the_histogram_as_one_observe_per_value():
-    registry = CollectorRegistry()
-    buckets = (0.2, 0.5, 0.9, 1.0)
-    one_by_one = Histogram("one", "per value", registry=registry, buckets=buckets)
-    at_once = Histogram("once", "per batch", registry=registry, buckets=buckets)
-    values = [0.1, 0.2, 0.2000001, 0.5, 0.5, 0.73, 0.9, 0.95, 1.0, 1.0, 0.3]
-    for value in values:
-        one_by_one.observe(value)
-    observe_all(at_once, values)
-    for bound in ("0.2", "0.5", "0.9", "1.0", "+Inf"):
-        assert registry.get_sample_value("once_bucket", {"le": bound}) == \
-            registry.get_sample_value("one_bucket", {"le": bound}), bound
-    assert registry.get_sample_value("once_sum") == pytest.approx(sum(values))
-    assert registry.get_sample_value("once_count") == len(values)
 
 
 def test_class_counts_are_one_increment_per_class_present_in_a_batch():
