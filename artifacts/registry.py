@@ -28,6 +28,7 @@ from torch import nn
 import models
 from artifacts.errors import ArtifactValidationError, RegistryError
 from artifacts.golden import GOLDEN_FILE, GoldenSet, golden_probabilities
+from artifacts.metadata import METADATA_FILE, MetadataFields, read_metadata
 from artifacts.preprocess import InputSpec
 from artifacts.storage import (
     CorruptFileError,
@@ -41,7 +42,6 @@ from artifacts.storage import (
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.pt"
-METADATA_FILE = "metadata.json"
 POINTER_FILE = "production"
 REPORT_FILE = "report.json"  # the test split's evaluation per class (training.report)
 REPORT_PICTURES = ("confusion", "reliability", "mistakes")  # <picture>.png beside it
@@ -88,30 +88,6 @@ def read_production(registry: Path, name: str) -> str | None:
     except UnicodeDecodeError:
         raise RegistryError(f"the production pointer of {name} is not text") from None
     return validate_version(text)
-
-
-def build_metadata(
-    *,
-    name: str,
-    architecture: str,
-    architecture_kwargs: dict[str, Any],
-    class_labels: list[str],
-    input_spec: InputSpec,
-    metrics: dict[str, float],
-    dataset: str,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    """The metadata of an artifact before publication (version, hash and date are added then)."""
-    return {
-        "name": name,
-        "architecture": architecture,
-        "architecture_kwargs": architecture_kwargs,
-        "class_labels": list(class_labels),
-        "input": input_spec.to_dict(),
-        "metrics": metrics,
-        "dataset": dataset,
-        "config": config,
-    }
 
 
 def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -166,37 +142,6 @@ def publish(registry: Path, metadata: dict[str, Any], state_dict: dict[str, torc
             shutil.rmtree(staging, ignore_errors=True)
 
 
-class MetadataFields:
-    """Named access to the ``metadata.json`` fields every holder of a version reads."""
-
-    metadata: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.metadata["name"]
-
-    @property
-    def version(self) -> str:
-        return self.metadata["version"]
-
-    @property
-    def sha256(self) -> str:
-        return self.metadata["weights_sha256"]
-
-    @property
-    def class_labels(self) -> list[str]:
-        return self.metadata["class_labels"]
-
-    @property
-    def input_spec(self) -> InputSpec:
-        return InputSpec.from_dict(self.metadata["input"])
-
-    @property
-    def files(self) -> dict[str, str]:
-        """Beside-files and their sha256 (none for versions published before they existed)."""
-        return self.metadata.get("files") or {}
-
-
 @dataclass
 class Artifact(MetadataFields):
     """A published model, verified and ready to run on CPU."""
@@ -206,11 +151,6 @@ class Artifact(MetadataFields):
     path: Path
     # None for versions published before golden sets existed: checked by a forward on zeros.
     golden: GoldenSet | None = None
-
-
-_FIELD_TYPES = {"name": str, "version": str, "architecture": str, "weights_sha256": str,
-                "metrics": dict, "dataset": (str, type(None)), "created_at": (str, type(None)),
-                "files": dict}
 
 
 def read_verified(version_dir: Path, metadata: dict[str, Any], file_name: str) -> bytes:
@@ -241,29 +181,6 @@ def read_golden(version_dir: Path, metadata: dict[str, Any]) -> GoldenSet | None
     except FileNotFoundError:
         return None
     return GoldenSet.from_bytes(data, what=str(version_dir / GOLDEN_FILE))
-
-
-def read_metadata(version_dir: Path) -> dict[str, Any]:
-    try:
-        metadata = json.loads((version_dir / METADATA_FILE).read_text("utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{version_dir} has no {METADATA_FILE}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not valid JSON: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} is not a JSON object")
-    required = ("name", "version", "architecture", "architecture_kwargs", "class_labels", "input",
-                "weights_sha256")
-    missing = [key for key in required if key not in metadata]
-    if missing:
-        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} lacks {', '.join(missing)}")
-    # Fields the service shows as they are (GET /models): the wrong type is a broken file.
-    wrong = [key for key, kind in _FIELD_TYPES.items()
-             if key in metadata and not isinstance(metadata[key], kind)]
-    if wrong:
-        raise ArtifactValidationError(f"{version_dir / METADATA_FILE} has fields of the wrong "
-                                      f"type: {', '.join(wrong)}")
-    return metadata
 
 
 def _rebuild(metadata: dict[str, Any]) -> tuple[nn.Module, InputSpec, list[str]]:

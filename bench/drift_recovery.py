@@ -83,8 +83,12 @@ def served_accuracy(client: httpx.Client, images: np.ndarray, labels: np.ndarray
     return correct / len(images), versions
 
 
-def drift_gauge(client: httpx.Client) -> float:
-    """The largest PSI over the live workers and served versions."""
+def drift_gauge(client: httpx.Client, images: np.ndarray, labels: np.ndarray) -> float:
+    """The largest PSI over the live workers and served versions, once the traffic of
+    ``images`` is in: a worker writes its gauge at most every 0.5 s, at a batch, so a few more
+    requests of the same traffic go first."""
+    time.sleep(0.6)
+    served_accuracy(client, images[:8 * BATCH], labels[:8 * BATCH])
     values = [sample.value
               for family in text_string_to_metric_families(client.get("/metrics").text)
               for sample in family.samples if sample.name == "imgclf_prediction_drift_psi"]
@@ -165,9 +169,9 @@ def main() -> int:
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             old_original, _ = served_accuracy(client, test_images, test_labels)
-            psi_before = drift_gauge(client)
+            psi_before = drift_gauge(client, test_images, test_labels)
             old_shifted, _ = served_accuracy(client, shifted_test, test_labels)
-            psi_shifted = drift_gauge(client)
+            psi_shifted = drift_gauge(client, shifted_test, test_labels)
             print(f"v1: original {old_original:.4f}, shifted {old_shifted:.4f}; PSI {psi_before:.3f} -> "
                   f"{psi_shifted:.3f}", flush=True)
             statuses = send_feedback(client, feedback_images, feedback_labels)
@@ -181,7 +185,7 @@ def main() -> int:
             if report["status"] == "promoted":
                 wait_for_version(client, new_version)
             new_shifted, _ = served_accuracy(client, shifted_test, test_labels)
-            psi_recovered = drift_gauge(client)
+            psi_recovered = drift_gauge(client, shifted_test, test_labels)
             new_original, versions = served_accuracy(client, test_images, test_labels)
     finally:
         server.stop()

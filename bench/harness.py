@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import models  # noqa: E402
 from artifacts import production, registry  # noqa: E402
+from artifacts.metadata import build_metadata  # noqa: E402
 from artifacts.preprocess import InputSpec  # noqa: E402
 from training.data.sources import DEBIAN_FASHION_MNIST, FASHION_MNIST_LABELS, read_idx  # noqa: E402
 
@@ -79,7 +80,7 @@ def publish(reg: Path, name: str, arch: str, spec: InputSpec) -> None:
     torch.manual_seed(0)
     model = models.build_model(arch, num_classes=10, in_channels=spec.channels,
                                image_size=spec.size)
-    metadata = registry.build_metadata(
+    metadata = build_metadata(
         name=name, architecture=arch, architecture_kwargs={}, class_labels=FASHION_MNIST_LABELS,
         input_spec=spec, metrics={}, dataset="untrained (benchmark)", config={})
     production.promote(reg, name, registry.publish(reg, metadata, model.state_dict()))

@@ -23,6 +23,7 @@ from torch import nn
 
 from artifacts import production, registry
 from artifacts.golden import GOLDEN_FILE, GOLDEN_SIZE, MIN_MARGIN, GoldenSet, golden_probabilities
+from artifacts.metadata import build_metadata
 from artifacts.preprocess import InputSpec
 from artifacts.registry import REPORT_FILE
 from training.config import TrainConfig
@@ -40,7 +41,7 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
 
     cpu_model = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
     state_dict = {k: v.detach().contiguous() for k, v in cpu_model.state_dict().items()}
-    metadata = registry.build_metadata(
+    metadata = build_metadata(
         name=cfg.model_name, architecture=cfg.model, architecture_kwargs=cfg.model_kwargs,
         class_labels=data.classes, input_spec=data.input_spec, metrics=metrics,
         dataset=cfg.dataset, config=cfg.to_dict(),

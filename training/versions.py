@@ -10,6 +10,8 @@ import json
 import logging
 from pathlib import Path
 
+from artifacts.metadata import read_metadata
+
 log = logging.getLogger("training")
 
 
@@ -36,7 +38,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     rows = [("VERSION", "TEST_ACCURACY", "CREATED_AT", "")]
     for version in registry.list_versions(directory, args.name):
         try:
-            metadata = registry.read_metadata(registry.model_dir(directory, args.name) / version)
+            metadata = read_metadata(registry.model_dir(directory, args.name) / version)
         except registry.RegistryError as exc:
             rows.append((version, "?", f"unreadable: {' '.join(str(exc).split())}", ""))
             continue
@@ -81,7 +83,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     version = _published_version(directory, args.name, args.version)
     version_dir = registry.model_dir(directory, args.name) / version
-    metadata = registry.read_metadata(version_dir)
+    metadata = read_metadata(version_dir)
     try:
         data = registry.read_verified(version_dir, metadata, registry.REPORT_FILE)
     except FileNotFoundError:

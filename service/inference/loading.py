@@ -25,8 +25,9 @@ from torch import nn
 
 from artifacts.devices import serving_dtype
 from artifacts.golden import TOLERANCES, GoldenSet, GoldenSetError
+from artifacts.metadata import MetadataFields
 from artifacts.preprocess import EvalTransform, InputSpec
-from artifacts.registry import ArtifactValidationError, MetadataFields, load_artifact
+from artifacts.registry import ArtifactValidationError, load_artifact
 from service import metrics
 
 log = logging.getLogger(__name__)

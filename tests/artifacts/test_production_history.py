@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from artifacts import locks, production, registry
+from artifacts.metadata import METADATA_FILE
 from artifacts.registry import RegistryError
 
 NAME = "fmnist"
@@ -18,7 +19,7 @@ def reg(tmp_path: Path) -> Path:
     for version in ("1", "2", "3"):  # promote() only needs a published version's metadata file
         folder = tmp_path / NAME / version
         folder.mkdir(parents=True)
-        (folder / registry.METADATA_FILE).write_text("{}")
+        (folder / METADATA_FILE).write_text("{}")
     return tmp_path
 
 

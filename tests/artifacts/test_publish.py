@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from artifacts import production, registry
+from artifacts.metadata import build_metadata
 from artifacts.registry import ArtifactValidationError, RegistryError
 from training.train import main
 
@@ -91,7 +92,7 @@ def _publish_untrained(reg, edit=None) -> str:
 
     spec = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.5,))
     model = models.build_model("mlp", num_classes=3, in_channels=1, image_size=(28, 28))
-    metadata = registry.build_metadata(
+    metadata = build_metadata(
         name="shapes", architecture="mlp", architecture_kwargs={}, class_labels=["a", "b", "c"],
         input_spec=spec, metrics={}, dataset="imagefolder", config={})
     version = registry.publish(reg, metadata, model.state_dict())

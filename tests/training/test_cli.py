@@ -13,6 +13,7 @@ from support import REPO
 from support.images import band_images
 
 from artifacts import production, registry
+from artifacts.metadata import read_metadata
 from training.cli import build_parser, main
 from training.train import main as train_main
 
@@ -121,7 +122,7 @@ def test_versions_lists_accuracy_date_and_production(published, capsys):
     assert cli("versions", registry=published) == 0
     header, first, second = capsys.readouterr().out.strip().splitlines()
     assert header.split() == ["VERSION", "TEST_ACCURACY", "CREATED_AT"]
-    accuracy = registry.read_metadata(published / "fm" / "1")["metrics"]["test_accuracy"]
+    accuracy = read_metadata(published / "fm" / "1")["metrics"]["test_accuracy"]
     assert first.split()[:2] == ["1", f"{accuracy:.4f}"] and not first.endswith("production")
     assert second.split()[0] == "2" and second.endswith("production")
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from artifacts import registry
 from artifacts.golden import GOLDEN_FILE, MIN_MARGIN, GoldenSet
+from artifacts.metadata import read_metadata
 from artifacts.registry import ArtifactValidationError
 from training.train import main
 
@@ -22,7 +23,7 @@ def published(tiny_config):
 
 def test_a_version_carries_its_report_golden_set_and_data(published):
     cfg, result, version_dir = published
-    metadata = registry.read_metadata(version_dir)
+    metadata = read_metadata(version_dir)
     assert set(metadata["files"]) == {"report.json", "confusion.png", "reliability.png",
                                       "mistakes.png", GOLDEN_FILE, "dataset.json"}
     report = json.loads(registry.read_verified(version_dir, metadata, "report.json"))

@@ -10,6 +10,7 @@ import torch
 
 import models
 from artifacts import production, registry
+from artifacts.metadata import build_metadata
 from artifacts.preprocess import InputSpec
 from training.cli import main
 from training.report.metrics import build_report, format_class_table
@@ -30,7 +31,7 @@ def fake_report(seed: int) -> dict:
 def publish(reg: Path, report: dict | None) -> str:
     """A tiny real artifact (an untrained MLP), with ``report`` as its report.json."""
     model = models.build_model("mlp", num_classes=10, in_channels=1, image_size=(28, 28), hidden=[8])
-    metadata = registry.build_metadata(
+    metadata = build_metadata(
         name="fm", architecture="mlp", architecture_kwargs={"hidden": [8]}, class_labels=LABELS,
         input_spec=SPEC, metrics={"test_accuracy": (report or {}).get("accuracy", 0.1)},
         dataset="fashion-mnist", config={})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import registry
+from artifacts.metadata import read_metadata
 from training.config import TrainConfig
 from training.data.fingerprint import MANIFEST_FILE
 from training.data.splits import DataSplits
@@ -57,7 +58,7 @@ def _production_data(registry_dir: Path, name: str,
         return None, None
     version_dir = registry.model_dir(registry_dir, name) / version
     try:
-        metadata = registry.read_metadata(version_dir)
+        metadata = read_metadata(version_dir)
     except (registry.RegistryError, OSError) as exc:
         log.warning("production v%s metadata is unreadable: %s", version, exc)
         return None, None

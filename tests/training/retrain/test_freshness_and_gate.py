@@ -6,6 +6,7 @@ from support.feedback import stripe_feedback
 from support.retrain import NAME, production, reports
 
 from artifacts import registry
+from artifacts.metadata import read_metadata
 from training.retrain.compare import class_gate
 from training.retrain.loop import EXIT_OK, run_schedule
 
@@ -30,7 +31,7 @@ def test_unchanged_data_is_skipped_new_feedback_is_learned_and_force_trains(job_
     assert learned["status"] in ("promoted", "kept") and learned["candidate"]["version"] == "2"
     assert learned["data"]["new_samples"] == {"imagefolder": 0, "feedback": 30}
     assert learned["data"]["samples"]["feedback"] == 30
-    metadata = registry.read_metadata(job_env.registry / NAME / "2")
+    metadata = read_metadata(job_env.registry / NAME / "2")
     counts = metadata["data"]["counts"]["feedback"]
     assert sum(sum(per_class.values()) for per_class in counts.values()) == 30
     assert metadata["data"]["fingerprint"]["sources"]["feedback"]["samples"] == 30

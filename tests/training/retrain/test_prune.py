@@ -6,6 +6,7 @@ import pytest
 from support.retrain import NAME, production, reports
 
 from artifacts import registry
+from artifacts.metadata import METADATA_FILE
 from artifacts.production import promote, prune_versions
 from training.retrain.loop import EXIT_OK, run_schedule
 from training.retrain.run import prune_runs
@@ -14,7 +15,7 @@ from training.retrain.run import prune_runs
 def _fake_version(registry_dir: Path, version: str) -> None:
     folder = registry_dir / NAME / version
     folder.mkdir(parents=True)
-    (folder / registry.METADATA_FILE).write_text("{}")
+    (folder / METADATA_FILE).write_text("{}")
 
 
 def test_prune_keeps_newest_production_and_previous(tmp_path):
