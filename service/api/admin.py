@@ -12,24 +12,21 @@ from litestar import Controller, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
+from service.api.responses import error_responses
 from service.errors import AdminDisabledError, UnauthorizedError
 from service.inference.reloader import Reloader
-from service.schemas import AdminResponse, ErrorResponse, PromoteRequest
+from service.schemas import AdminResponse, PromoteRequest
 from service.settings import Settings
 
-_ERRORS = {
-    status: ResponseSpec(data_container=ErrorResponse, description=text)
-    for status, text in {
-        401: "missing or wrong bearer token",
-        403: "admin endpoints are disabled (no ADMIN_TOKEN)",
-        404: "unknown model or version",
-        409: "nothing to roll back to, or the registry is read-only",
-        422: "the version failed validation and was not promoted",
-    }.items()
-}
+_ERRORS = error_responses({
+    401: "missing or wrong bearer token",
+    403: "admin endpoints are disabled (no ADMIN_TOKEN)",
+    404: "unknown model or version",
+    409: "nothing to roll back to, or the registry is read-only",
+    422: "the version failed validation and was not promoted",
+})
 
 
 async def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:

@@ -11,17 +11,16 @@ from typing import Annotated
 
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, PathParameter
 from pydantic import ValidationError
 
-from artifacts.registry import ArtifactValidationError, read_verified
+from artifacts.registry import REPORT_FILE, REPORT_PICTURES, ArtifactValidationError, read_verified
 from service import metrics
+from service.api.responses import error_responses
 from service.errors import ArtifactCorruptError, ReportNotFoundError
 from service.inference.loading import LoadedModel
 from service.inference.predictor import Predictor
 from service.schemas import (
-    ErrorResponse,
     HealthResponse,
     InputSpecSchema,
     LoadedModelInfo,
@@ -31,17 +30,13 @@ from service.schemas import (
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
-PICTURES = ("confusion.png", "reliability.png", "mistakes.png")
-_REPORT_ERRORS = {
-    status: ResponseSpec(data_container=ErrorResponse, description=text)
-    for status, text in {
-        400: "malformed model name",
-        404: "unknown model or picture, or a version published without a report",
-        500: "a report file of the loaded version differs from what was published (tampered)",
-        503: "the model is not loaded yet",
-    }.items()
-}
+PICTURES = tuple(f"{picture}.png" for picture in REPORT_PICTURES)
+_REPORT_ERRORS = error_responses({
+    400: "malformed model name",
+    404: "unknown model or picture, or a version published without a report",
+    500: "a report file of the loaded version differs from what was published (tampered)",
+    503: "the model is not loaded yet",
+})
 _IfNoneMatch = Annotated[str | None, HeaderParameter(
     name="If-None-Match", description="the ETag of a copy the client holds (answered 304)")]
 # Versions are immutable but the loaded one changes with a hot swap: clients keep a copy and
