@@ -84,15 +84,16 @@ def served_accuracy(client: httpx.Client, images: np.ndarray, labels: np.ndarray
 
 
 def drift_gauge(client: httpx.Client, images: np.ndarray, labels: np.ndarray) -> float:
-    """The largest PSI over the live workers and served versions, once the traffic of
-    ``images`` is in: a worker writes its gauge at most every 0.5 s, at a batch, so a few more
+    """The drift gauge of the version serving ``images``' traffic (the largest over the live
+    workers). A worker writes its gauge at most every 0.5 s, at a batch, so a few more
     requests of the same traffic go first."""
     time.sleep(0.6)
-    served_accuracy(client, images[:8 * BATCH], labels[:8 * BATCH])
+    _, versions = served_accuracy(client, images[:8 * BATCH], labels[:8 * BATCH])
     values = [sample.value
               for family in text_string_to_metric_families(client.get("/metrics").text)
-              for sample in family.samples if sample.name == "imgclf_prediction_drift_psi"]
-    values = [v for v in values if v == v]  # NaN: a window not yet full enough
+              for sample in family.samples if sample.name == "imgclf_prediction_drift_psi"
+              and sample.labels.get("version") in versions]
+    values = [v for v in values if v == v]  # NaN: a version no longer served
     return max(values) if values else float("nan")
 
 

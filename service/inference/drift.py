@@ -175,6 +175,15 @@ class DriftSignals:
             if mode:
                 counters[1].inc(mode)
 
+    def retire(self, loaded: LoadedModel) -> None:
+        """``loaded`` was swapped out (called from the event loop at the hot swap): its gauge
+        reads NaN at once, not only at this worker's next batch, which may never come when a
+        load balancer sends the traffic elsewhere. A batch still queued for it may write the
+        gauge once more; the new version's first batch retires it again."""
+        monitor = self._monitors.get(loaded)
+        if monitor is not None:
+            monitor.retire()
+
     def predictions(self, loaded: LoadedModel, scores: list[list[float]],
                     indices: list[list[int]]) -> None:
         """One forward's top-k rows (best first): the top-1 of each image goes to the monitor."""

@@ -175,6 +175,8 @@ class Predictor:
         previous = slot.current
         slot.current = loaded
         metrics.MODEL_VERSION.labels(slot.name).set(int(loaded.version))
+        if previous is not None:
+            self.runner.drift.retire(previous)
         log.info(
             "now serving %s v%s (was %s)", slot.name, loaded.version,
             f"v{previous.version}" if previous else "nothing",

@@ -114,6 +114,10 @@ def test_the_gauge_follows_the_version_that_serves(monkeypatch, trained_registry
     assert math.isnan(gauge("901")) and gauge("902") == pytest.approx(0.0)
     signals.predictions(old, scores, rows[0])
     assert gauge("901") == pytest.approx(0.0) and math.isnan(gauge("902"))
+    # A hot swap retires the old version's gauge at once, before any batch of the new one: a
+    # worker the load balancer no longer sends traffic to must not keep showing stale drift.
+    signals.retire(old)
+    assert math.isnan(gauge("901"))
 
 
 # ----------------------------------------------------------------------------- the real server
