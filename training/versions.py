@@ -10,8 +10,6 @@ import json
 import logging
 from pathlib import Path
 
-from artifacts.metadata import read_metadata
-
 log = logging.getLogger("training")
 
 
@@ -33,6 +31,7 @@ def registry_dir(args: argparse.Namespace) -> Path:
 def cmd_versions(args: argparse.Namespace) -> int:
     directory = registry_dir(args)
     from artifacts import registry
+    from artifacts.metadata import read_metadata
 
     current = _production(directory, args.name)
     rows = [("VERSION", "TEST_ACCURACY", "CREATED_AT", "")]
@@ -80,6 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     the file itself), read through the same sha256 check the service applies to it."""
     directory = registry_dir(args)
     from artifacts import registry
+    from artifacts.metadata import read_metadata
 
     version = _published_version(directory, args.name, args.version)
     version_dir = registry.model_dir(directory, args.name) / version
