@@ -52,6 +52,12 @@ class UnknownModelError(ServiceError):
     status_code, code = 404, "unknown_model"
 
 
+class UnknownVersionError(ServiceError):
+    """A version that is not (or no longer) in the registry; the message lists the ones that are."""
+
+    status_code, code = 404, "unknown_version"
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status_code, code = 415, "unsupported_media_type"
 

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
                     "back, decoded in a thread pool and queued again as pixels",
     )
     log_level: str = Field("info", description="log level of the service loggers")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line (request id, model, version, status, "
+                            "latency) for log pipelines")
+    cors_origins: str = Field(
+        "", description="comma-separated origins browsers may call the API from (* for any); "
+                        "empty: no CORS headers")
+    max_loaded_versions: int = Field(
+        3, ge=1, description="versions other than production a worker keeps loaded for "
+                             "?version= requests (least recently used first out)")
 
     @field_validator("model_name")
     @classmethod

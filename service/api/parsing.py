@@ -13,6 +13,7 @@ import itertools
 import re
 from base64 import b64decode
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -48,6 +49,7 @@ class PredictRequest:
 
     top_k: int
     model: str | None
+    version: str | None
     content_type: str | None
     announced_bytes: int | None
     receive: Receive
@@ -57,14 +59,14 @@ class PredictRequest:
     @classmethod
     def from_asgi(cls, scope: Scope, receive: Receive, budget: BodyBudget) -> "PredictRequest":
         """Parse the query and the body headers; 400 for a bad ``top_k``."""
-        top_k, model = parse_predict_query(scope["query_string"])
+        top_k, model, version = parse_predict_query(scope["query_string"])
         content_type, announced = None, None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit():  # uvicorn refused bad ones
                 announced = int(value)
-        return cls(top_k, model, content_type, announced, receive, budget)
+        return cls(top_k, model, version, content_type, announced, receive, budget)
 
     async def read_images(self, *, max_images: int) -> list[RawImage]:
         """Receive the body within the worker's budget and split it into image files; the
@@ -79,22 +81,29 @@ class PredictRequest:
         self.received_bytes = 0
 
 
-def parse_predict_query(query_string: bytes) -> tuple[int, str | None]:
-    """``top_k`` (1 when absent) and ``model`` (None when absent) of a ``/predict`` query;
-    400 for a value that is not one. Other parameters are ignored. The model name itself is
-    checked where it is used (``Predictor.slot``)."""
+class PredictQuery(NamedTuple):
+    top_k: int = 1
+    model: str | None = None
+    version: str | None = None
+
+
+def parse_predict_query(query_string: bytes) -> PredictQuery:
+    """``top_k`` (1 when absent), ``model`` and ``version`` (None when absent) of a
+    ``/predict`` query; 400 for a ``top_k`` that is not one, or a parameter given twice. Other
+    parameters are ignored. The model name and version are checked where they are used
+    (``Predictor.admit``)."""
     if not query_string:  # most requests: no parsing (parse_qsl was ~1% of the loop's CPU)
-        return 1, None
+        return PredictQuery()
     values: dict[str, str] = {}
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name in ("top_k", "model"):
+        if name in PredictQuery._fields:
             if name in values:
                 raise BadRequestError(f"{name} is given more than once")
             values[name] = value
     text = values.get("top_k", "1")
     if not _TOP_K.match(text) or not 1 <= int(text) <= MAX_TOP_K:
         raise BadRequestError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
-    return int(text), values.get("model")
+    return PredictQuery(int(text), values.get("model"), values.get("version"))
 
 
 @dataclass

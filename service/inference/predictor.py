@@ -37,6 +37,7 @@ from service.errors import (
     InvalidModelNameError,
     ModelNotReadyError,
     UnknownModelError,
+    UnknownVersionError,
 )
 from service.inference.batcher import MicroBatcher
 from service.inference.imaging import RawImage, decode_opened, install_pixel_limit, open_images
@@ -55,6 +56,7 @@ class ImageRequest(Protocol):
 
     top_k: int
     model: str | None
+    version: str | None
 
     async def read_images(self, *, max_images: int) -> list[RawImage]: ...
 
@@ -193,29 +195,38 @@ class Predictor:
     async def predict(self, request: ImageRequest) -> bytes:
         """Classify the images of ``request``; the JSON body of a ``PredictResponse``. All or
         none: one bad image refuses the request."""
-        slot, loaded = self._admit(request)
+        slot, loaded = await self.admit(request.model, request.version, request.top_k)
         try:
             # Inside incoming(), a batch being formed knows this request is on its way and
             # may wait MAX_BATCH_WAIT_MS for it.
             with slot.batcher.incoming():
                 files = await request.read_images(max_images=self.settings.max_images)
-            results = await self._classify(slot, loaded, files, request.top_k)
+            results = await self.classify(slot, loaded, files, request.top_k)
         finally:  # the body stays counted until the request is answered
             request.release()
         return predict_response_json(loaded, results, request.top_k)
 
-    def _admit(self, request: ImageRequest) -> tuple[ModelSlot, LoadedModel]:
-        """The slot and version that will answer, or the 4xx/503 that refuses the request."""
-        slot = self.slot(request.model)
-        loaded = self.loaded(slot)
-        if request.top_k > len(loaded.labels):
-            raise BadRequestError(f"top_k={request.top_k} but model {slot.name!r} has only "
+    async def admit(self, model: str | None, version: str | None,
+                    top_k: int) -> tuple[ModelSlot, LoadedModel]:
+        """The slot and version that will answer (production when ``version`` is None), or
+        the 4xx/503 that refuses the request before its body is read."""
+        slot = self.slot(model)
+        loaded = await self.version(slot, version)
+        if top_k > len(loaded.labels):
+            raise BadRequestError(f"top_k={top_k} but model {slot.name!r} has only "
                                   f"{len(loaded.labels)} classes")
         slot.batcher.check_capacity()
         return slot, loaded
 
-    async def _classify(self, slot: ModelSlot, loaded: LoadedModel, files: list[RawImage],
-                        top_k: int) -> list[Result]:
+    async def version(self, slot: ModelSlot, version: str | None) -> LoadedModel:
+        """``version`` of ``slot``'s model, loaded: production when None."""
+        current = self.loaded(slot)
+        if version is None or version == current.version:
+            return current
+        raise UnknownVersionError(f"model {slot.name!r} serves version {current.version} only")
+
+    async def classify(self, slot: ModelSlot, loaded: LoadedModel, files: list[RawImage],
+                       top_k: int) -> list[Result]:
         """Queue the files, decoded with their batch on the inference thread; a request of
         more than ``MAX_BATCH_SIZE`` images, or one the runner left :class:`Undecoded`, is
         decoded in the pool and queued again as pixels, in batch-sized chunks."""
@@ -233,6 +244,14 @@ class Predictor:
             self.runner.drift.inputs(loaded, opened)  # the runner counts the ones it opens
         pixels = await self._in_decode_pool(decode_opened, opened, spec=loaded.spec)
         self.runner.decode_time(slot.name).observe(time.perf_counter() - started)
+        return await self.classify_pixels(slot, loaded, pixels, top_k, admitted=admitted)
+
+    async def classify_pixels(self, slot: ModelSlot, loaded: LoadedModel, pixels: list[bytes],
+                              top_k: int, *, admitted: bool = False) -> list[Result]:
+        """Queue images already decoded to ``loaded.spec``'s uint8 layout (one ``bytes`` of
+        ``C*H*W`` per image), in batch-sized chunks; ``admitted``: queued once already, so
+        not refused a second time."""
+        limit = self.settings.max_batch_size
         jobs = [Job(top_k, pixels=pixels[start:start + limit])
                 for start in range(0, len(pixels), limit)]
         return await slot.batcher.submit_all(

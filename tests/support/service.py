@@ -85,7 +85,7 @@ def json_predict_request(*images: bytes, top_k: int = 1) -> PredictRequest:
     async def receive() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return PredictRequest(top_k=top_k, model=None, content_type="application/json",
+    return PredictRequest(top_k=top_k, model=None, version=None, content_type="application/json",
                           announced_bytes=len(body), receive=receive,
                           budget=BodyBudget(64 << 20, max_body=16 << 20))
 

@@ -42,7 +42,7 @@ def test_any_query_gives_a_valid_top_k_or_a_400(query):
     """The /predict handler parses its query by hand (service.api.parsing): whatever arrives, it
     yields a top_k in range and the raw model name, or a 400."""
     try:
-        top_k, model = parse_predict_query(query)
+        top_k, model, _ = parse_predict_query(query)
     except ServiceError as exc:
         assert exc.status_code == 400
         return
@@ -52,9 +52,10 @@ def test_any_query_gives_a_valid_top_k_or_a_400(query):
 
 
 def test_query_defaults_and_values():
-    assert parse_predict_query(b"") == (1, None)
-    assert parse_predict_query(b"top_k=3&model=fmnist&other=x") == (3, "fmnist")
-    assert parse_predict_query(b"model=") == (1, "")  # refused later as an invalid name
+    assert parse_predict_query(b"") == (1, None, None)
+    assert parse_predict_query(b"top_k=3&model=fmnist&other=x") == (3, "fmnist", None)
+    assert parse_predict_query(b"version=2&model=fmnist") == (1, "fmnist", "2")
+    assert parse_predict_query(b"model=") == (1, "", None)  # refused later as an invalid name
     for bad in (b"top_k=0", b"top_k=1001", b"top_k=", b"top_k=1&top_k=1", b"model=a&model=b"):
         with pytest.raises(ServiceError) as caught:
             parse_predict_query(bad)
