@@ -9,8 +9,9 @@ Beside ``weights.pt`` and ``metadata.json`` (:func:`artifacts.registry.publish`)
   can say which samples are new (:mod:`training.data.fingerprint`).
 
 ``metadata.json`` gains ``data`` (the fingerprint and the counts per source, split and class)
-and ``prediction_reference`` (the share of each predicted class on the test split: the
-distribution the service's drift gauge compares live traffic with).
+``prediction_reference`` (the share of each predicted class on the test split: the
+distribution the service's drift gauge compares live traffic with) and ``history`` (the
+per-epoch training curves).
 """
 
 import copy
@@ -34,7 +35,7 @@ from training.data.splits import DataSplits
 log = logging.getLogger(__name__)
 
 def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics: dict,
-                  report: dict) -> str:
+                  report: dict, history: list[dict] | None = None) -> str:
     """Publish the (best) model's CPU state_dict, its report, golden set and data manifest;
     promote it when ``cfg.promote``. Returns the version."""
     from training.report.pictures import render_pictures  # matplotlib: only when publishing
@@ -50,6 +51,11 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
                         "counts": data.counts}
     metadata["prediction_reference"] = {"class_share": report["predicted_share"],
                                         "samples": report["samples"], "split": "test"}
+    # The training curves, per epoch (loss, accuracy, learning rate, seconds): people judge a
+    # model by them too (the web page draws them), and the checkpoint that holds them stays
+    # with the run, not with the version.
+    metadata["history"] = [{k: v for k, v in record.items() if isinstance(v, (int, float))}
+                           for record in history or []]
     golden = choose_golden(cpu_model, data.input_spec, data.test, seed=cfg.seed)
     files = {REPORT_FILE: json.dumps(report, indent=1).encode(), GOLDEN_FILE: golden.to_bytes(),
              **render_pictures(report, data.test.images)}

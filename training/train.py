@@ -168,7 +168,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
                        best_epoch=best_state["epoch"] + 1)
         logger.finish(metrics)
         if cfg.publish:
-            version = publish_model(cfg, data, model, metrics, report)
+            version = publish_model(cfg, data, model, metrics, report, history)
     metrics, report, version = broadcast_from_main((metrics, report, version))
     barrier()
     return TrainResult(run_dir, best, metrics, version, len(history), data, report)

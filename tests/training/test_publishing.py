@@ -35,6 +35,8 @@ def test_a_version_carries_its_report_golden_set_and_data(published):
             assert image.format == "PNG" and image.width > 100
     share = metadata["prediction_reference"]["class_share"]
     assert sum(share.values()) == pytest.approx(1.0, abs=1e-5)
+    assert [record["epoch"] for record in metadata["history"]] == [1, 2]  # tiny_config: 2 epochs
+    assert {"train_loss", "val_accuracy", "lr"} <= set(metadata["history"][0])
     data = metadata["data"]
     assert data["fingerprint"]["sources"]["fashion-mnist"]["files"]  # the idx files' hashes
     assert sum(data["counts"]["fashion-mnist"]["test"].values()) == result.test_metrics["test_samples"]
