@@ -247,3 +247,39 @@ class ArtifactCorruptError(ServiceError):
     the registry was changed after publication. The operator's problem, not the client's."""
 
     status_code, code = 500, "artifact_corrupt"
+
+
+# ----------------------------------------------------------------------------- Open Inference Protocol v2
+
+class NotReadyError(ServiceError):
+    """A v2 health check answering false: the protocol says so with a 4xx status."""
+
+    status_code, code = 400, "not_ready"
+
+
+def exception_to_v2_response(request: Request, exc: Exception) -> Response:
+    """The mapping of :func:`exception_to_http_response` (status, headers, message), rendered as
+    the Open Inference Protocol's error object ``{"error": "<message>"}``: registered on the
+    ``/v2`` routes, so that a v2 client reads every error the way the protocol tells it to."""
+    mapped = exception_to_http_response(request, exc)
+    body = {"error": mapped.content["detail"]}
+    return Response(body, status_code=mapped.status_code, headers=mapped.headers,
+                    media_type=MediaType.JSON)
+
+
+# ----------------------------------------------------------------------------- ?version=
+
+class VersionRefusedError(ArtifactRejectedError):
+    """A version named by a request that failed the checks of every load (hash, golden set,
+    architecture): refused, and remembered by the worker (versions are immutable)."""
+
+    code = "version_refused"
+
+
+def exception_to_response(request: Request, exc: Exception) -> Response:
+    """The app's exception handler: the protocol's error object for every path under ``/v2``
+    (the 404s and 405s of routing included), the service's error JSON everywhere else."""
+    path = request.scope.get("raw_path") or request.scope["path"].encode()
+    if path == b"/v2" or path.startswith(b"/v2/"):
+        return exception_to_v2_response(request, exc)
+    return exception_to_http_response(request, exc)

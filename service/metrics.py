@@ -70,6 +70,17 @@ RELOADS = Counter(
     ["model", "outcome"],
 )
 
+VERSION_LOADS = Counter(
+    "imgclf_version_loads_total",
+    "versions loaded for serving (hot swap, admin switch or a ?version= request) by outcome "
+    "(loaded; refused: failed validation; failed: could not be read)",
+    ["model", "outcome"],
+)
+VERSION_EVICTIONS = Counter(
+    "imgclf_version_evictions_total",
+    "non-production versions unloaded to make room for another (MAX_LOADED_VERSIONS)", ["model"],
+)
+
 # ---------------------------------------------------------------- drift signals (docs/monitoring.md)
 PREDICTIONS = Counter(
     "imgclf_predictions_total", "images classified, by model version and top-1 class",

@@ -6,7 +6,7 @@ Named ``schemas`` so that "model" in this codebase always means a neural network
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 if TYPE_CHECKING:
     from service.inference.loading import LoadedModel
@@ -95,6 +95,10 @@ class LoadedModelInfo(BaseModel):
     golden_set: bool = Field(
         description="checked against its golden set on load (false: published before golden "
                     "sets, checked by a forward on zeros only; docs/monitoring.md)")
+    other_loaded_versions: list[str] = Field(
+        default_factory=list,
+        description="other versions this worker holds for ?version= requests, most recently "
+                    "used first (MAX_LOADED_VERSIONS)")
 
 
 class ModelsResponse(BaseModel):
@@ -189,3 +193,91 @@ class ModelReport(BaseModel):
         None, description="share of top-1 predictions per class on the test split: the drift "
                           "gauge's reference")
     sources: Any = Field(None, description="samples per data source")
+
+
+# ----------------------------------------------------------------------------- Open Inference Protocol v2
+
+# A request or output parameter's value, as the protocol allows: a string, a number or a boolean.
+V2Parameter = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class V2ErrorResponse(BaseModel):
+    """Every error of the ``/v2`` routes, as the protocol defines it: one message."""
+
+    error: str = Field(description="what went wrong, for a person")
+
+
+class V2ServerMetadata(BaseModel):
+    name: str = Field(description="the server's name")
+    version: str = Field(description="the server's version")
+    extensions: list[str] = Field(description="protocol extensions it supports")
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str = Field(description="BYTES, UINT8, FP32 ... (the protocol's tensor data types)")
+    shape: list[int] = Field(description="-1: any size (the batch dimension)")
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="the published versions still in the registry")
+    platform: str = Field(description="pytorch_statedict: an nn.Module rebuilt from metadata.json "
+                                      "with the state_dict weights.pt (not TorchScript)")
+    inputs: list[V2TensorMetadata] = Field(description="send exactly one of them")
+    outputs: list[V2TensorMetadata]
+
+
+class V2RequestInput(BaseModel):
+    """One input tensor; its data in ``data`` (JSON) or after the JSON (``binary_data_size``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="images (BYTES [N]) or pixels (UINT8 or FP32 [N, C, H, W])")
+    shape: list[StrictInt]
+    datatype: str
+    parameters: dict[str, V2Parameter] | None = Field(
+        None, description="binary_data_size: bytes of this tensor after the JSON")
+    data: list[Any] | None = Field(
+        None, description="row-major, nested as the shape or flat; BYTES elements as base64 text")
+
+
+class V2RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="probabilities or label")
+    parameters: dict[str, V2Parameter] | None = Field(
+        None, description="binary_data: true to receive this output after the JSON")
+
+
+class V2InferenceRequest(BaseModel):
+    """``POST /v2/models/{name}/infer``: one input tensor, the outputs wanted (default: all)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: StrictStr | None = Field(None, description="echoed in the response")
+    model_name: str | None = Field(None, description="accepted and ignored: the URL names the model")
+    model_version: str | None = Field(None, description="accepted and ignored: the URL names it")
+    parameters: dict[str, V2Parameter] | None = Field(
+        None, description="top_k (classes kept per image in probabilities), binary_data_output")
+    inputs: list[V2RequestInput] = Field(min_length=1, description="exactly one input: images or pixels")
+    outputs: list[V2RequestOutput] | None = Field(
+        None, description="the outputs wanted, in this order (default: probabilities, label)")
+
+
+class V2ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, V2Parameter] | None = Field(
+        None, description="binary_data_size when the data follows the JSON")
+    data: list[Any] | None = Field(None, description="flat, row-major (absent when binary)")
+
+
+class V2InferenceResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str = Field(description="registry version that computed these outputs")
+    id: str | None = Field(None, description="the request's id, when it gave one")
+    outputs: list[V2ResponseOutput]

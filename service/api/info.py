@@ -81,7 +81,7 @@ class InfoController(Controller):
                 dataset=meta.get("dataset"), created_at=meta.get("created_at"),
                 weights_sha256=loaded.sha256, device=str(loaded.device),
                 precision=loaded.precision, loaded_at=loaded.loaded_at,
-                golden_set=loaded.golden_set,
+                golden_set=loaded.golden_set, other_loaded_versions=slot.retained.versions(),
             ))
         waiting = [n for n, s in predictor.slots.items() if s.current is None]
         return ModelsResponse(models=infos, waiting_for=waiting)

@@ -53,11 +53,11 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
 # ----------------------------------------------------------------------------- OpenAPI
 
 _ERRORS = {
-    "400": "bad request (top_k, base64, multipart, model name ...)",
-    "404": "unknown model",
+    "400": "bad request (top_k, base64, multipart, model name, version ...)",
+    "404": "unknown model, or a version not (or no longer) in the registry",
     "413": "body, image count or pixel count over the limit",
     "415": "unsupported Content-Type",
-    "422": "an image could not be decoded (nothing was classified)",
+    "422": "an image could not be decoded (nothing was classified), or the version was refused",
     "503": "model not loaded yet, or the queue is full (see Retry-After)",
 }
 
@@ -92,6 +92,9 @@ def document_predict(openapi: OpenAPI) -> None:
             Parameter(name="model", param_in=ParamType.QUERY, required=False,
                       description="model name (default: the first of MODEL_NAME)",
                       schema=Schema(type=OpenAPIType.STRING)),
+            Parameter(name="version", param_in=ParamType.QUERY, required=False,
+                      description="any version still in the registry (default: production)",
+                      schema=Schema(type=OpenAPIType.STRING, pattern="^[1-9][0-9]{0,8}$")),
         ],
         request_body=RequestBody(
             required=True,

@@ -30,6 +30,11 @@ A version without a recorded reference gets counters and the histogram, no gauge
 :class:`DriftSignals` is the runner's one seam: the monitors of the versions it has seen, and
 the counts of inputs whose size or mode differs from the training input
 (``imgclf_input_mismatch_total{model,reason}``).
+
+A version other than production answering ``?version=`` requests has a monitor and series of
+its own; its batches never touch production's gauge. Only production is "current": a hot swap
+retires the old production's gauge, and so does the LRU when it unloads a version
+(``service.inference.versions``).
 """
 
 import logging
@@ -148,9 +153,14 @@ class DriftMonitor:
 
 class DriftSignals:
     """The inference thread's drift bookkeeping: a :class:`DriftMonitor` per loaded version and
-    the input-mismatch counts. The version a model's last batch ran on is its current one; the
-    gauge of the one it replaced reads NaN (after a hot swap a few batches queued for the old
-    version may still run: each switch moves the gauge back, and the last one wins)."""
+    the input-mismatch counts.
+
+    A model's current version is its production one (:meth:`serve`, at every install). The
+    first batch of the current version retires the gauge of the one before; a batch of any
+    other version (``?version=`` requests, or batches still queued for a production swapped
+    out) feeds its own monitor and retires nothing, and a retired monitor writes no gauge. Until
+    a production version is named (DriftSignals used on its own, as in a benchmark), the version
+    of a model's last batch counts as current."""
 
     def __init__(self, *, window: int, min_samples: int) -> None:
         self.window = window
@@ -159,6 +169,8 @@ class DriftSignals:
         self._monitors: weakref.WeakKeyDictionary[LoadedModel, DriftMonitor] = \
             weakref.WeakKeyDictionary()
         self._current: dict[str, DriftMonitor] = {}  # per model name
+        # Per model name, the production version (a weak reference: the slot owns it).
+        self._production: dict[str, weakref.ReferenceType[LoadedModel]] = {}
         self._mismatch: dict[str, tuple] = {}  # (size, mode) counters per model, resolved once
 
     def inputs(self, loaded: LoadedModel, opened: Opened) -> None:
@@ -175,11 +187,18 @@ class DriftSignals:
             if mode:
                 counters[1].inc(mode)
 
+    def serve(self, loaded: LoadedModel, *, replacing: LoadedModel | None = None) -> None:
+        """``loaded`` is the production version of its model from now on (called from the event
+        loop at each install); the one it replaces is retired."""
+        self._production[loaded.name] = weakref.ref(loaded)
+        if replacing is not None and replacing is not loaded:
+            self.retire(replacing)
+
     def retire(self, loaded: LoadedModel) -> None:
-        """``loaded`` was swapped out (called from the event loop at the hot swap): its gauge
-        reads NaN at once, not only at this worker's next batch, which may never come when a
-        load balancer sends the traffic elsewhere. A batch still queued for it may write the
-        gauge once more; the new version's first batch retires it again."""
+        """``loaded`` stopped serving here (called from the event loop at the hot swap, or when
+        the LRU of ``?version=`` versions unloads it): its gauge reads NaN at once, not only at
+        this worker's next batch, which may never come when a load balancer sends the traffic
+        elsewhere. Batches still queued for it write no gauge (:meth:`DriftMonitor.observe`)."""
         monitor = self._monitors.get(loaded)
         if monitor is not None:
             monitor.retire()
@@ -193,8 +212,9 @@ class DriftSignals:
                 loaded.name, loaded.version, loaded.labels,
                 reference_shares(loaded.metadata, loaded.labels),
                 window=self.window, min_samples=self.min_samples)
+        production = self._production.get(loaded.name)
         current = self._current.get(loaded.name)
-        if current is not monitor:
+        if current is not monitor and (production is None or production() is loaded):
             if current is not None:
                 current.retire()
             monitor.resume()

@@ -100,17 +100,27 @@ def load_model(
     and must reproduce the golden set again as they will serve.
 
     Raises ``RegistryError`` (nothing to load) or ``ArtifactValidationError`` (refused; a
-    :class:`GoldenSetError` is also counted in ``imgclf_golden_set_failures_total``).
+    :class:`GoldenSetError` is also counted in ``imgclf_golden_set_failures_total``). Every
+    call is counted in ``imgclf_version_loads_total`` by outcome.
     """
     # Resolved before the first refusal: the series exists at 0, so an alert on its increase
     # sees the first refusal too (deploy/prometheus/alerts.yml).
     golden_failures = metrics.GOLDEN_FAILURES.labels(name)
+    outcome = "failed"
     try:
-        return _load(registry, name, version, device=device, warmup_batch=warmup_batch,
-                     precision=precision)
+        loaded = _load(registry, name, version, device=device, warmup_batch=warmup_batch,
+                       precision=precision)
+        outcome = "loaded"
+        return loaded
     except GoldenSetError:
         golden_failures.inc()
+        outcome = "refused"
         raise
+    except ArtifactValidationError:
+        outcome = "refused"
+        raise
+    finally:
+        metrics.VERSION_LOADS.labels(name, outcome).inc()
 
 
 def _load(registry: Path, name: str, version: str | None, *, device: torch.device,

@@ -15,7 +15,10 @@ pool directly.
 
 Each served model name has a :class:`ModelSlot` holding the version being served; hot reload
 (``service.inference.reloader``) swaps ``slot.current`` atomically, and requests that already
-queued for the old version finish on it, because the batcher groups by version.
+queued for the old version finish on it, because the batcher groups by version. A request may
+name another published version (``?version=``): :meth:`Predictor.version` resolves it through
+the slot's :class:`~service.inference.versions.RetainedVersions`, loaded on first use on the
+loader thread and kept in a small per-worker LRU; its batches never mix with another version's.
 """
 
 import asyncio
@@ -32,17 +35,12 @@ import torch
 from artifacts.devices import resolve_device
 from artifacts.registry import RegistryError, validate_name
 from service import metrics
-from service.errors import (
-    BadRequestError,
-    InvalidModelNameError,
-    ModelNotReadyError,
-    UnknownModelError,
-    UnknownVersionError,
-)
+from service.errors import BadRequestError, InvalidModelNameError, ModelNotReadyError, UnknownModelError
 from service.inference.batcher import MicroBatcher
 from service.inference.imaging import RawImage, decode_opened, install_pixel_limit, open_images
-from service.inference.loading import LoadedModel
+from service.inference.loading import LoadedModel, load_model
 from service.inference.runner import BatchRunner, Job, Undecoded
+from service.inference.versions import RetainedVersions
 from service.schemas import Result, predict_response_json
 from service.settings import Settings
 from service.workers.core_share import CoreShare
@@ -65,15 +63,21 @@ class ImageRequest(Protocol):
 
 @dataclass(eq=False)
 class ModelSlot:
-    """A served model name: the version it serves now and the batcher feeding it."""
+    """A served model name: its production version, the other versions loaded for
+    ``?version=`` requests, and the batcher feeding them."""
 
     name: str
     batcher: MicroBatcher[LoadedModel]
+    retained: RetainedVersions
     current: LoadedModel | None = None
-    refused: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
     # Why this slot cannot follow the production pointer now (readiness shows it; logged once).
     problem: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Version -> why it was refused, by hot reload or a request (never retried by either)."""
+        return self.retained.refused
 
 
 class Predictor:
@@ -121,7 +125,12 @@ class Predictor:
                 executor=self._inference_pool,
             )
             batcher.start()
-            self.slots[name] = ModelSlot(name=name, batcher=batcher)
+            retained = RetainedVersions(
+                name, capacity=self.settings.max_loaded_versions,
+                registry=self.settings.model_registry,
+                load=functools.partial(self.in_loader_thread, self.load, name),
+                unload=self.runner.drift.retire)
+            self.slots[name] = ModelSlot(name=name, batcher=batcher, retained=retained)
             metrics.MODEL_VERSION.labels(name).set(0)
         log.info(
             "predictor started: models %s on %s, precision %s, %d torch thread(s) (%d while the "
@@ -142,6 +151,15 @@ class Predictor:
         """Run blocking registry/model work off the event loop, one job at a time."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._loader_pool, lambda: fn(*args, **kwargs))
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """On the loader thread: ``version`` of ``name`` verified, checked against its golden set
+        on this worker's device and precision, and warmed up (``service.inference.loading``).
+        The one load behind hot swaps, admin switches and ``?version=`` requests alike."""
+        with self.cores.request():  # its warm-up forwards use this worker's cores
+            return load_model(self.settings.model_registry, name, version, device=self.device,
+                              precision=self.settings.precision,
+                              warmup_batch=self.settings.max_batch_size)
 
     # ------------------------------------------------------------------ model lookup
 
@@ -168,6 +186,17 @@ class Predictor:
             )
         return slot.current
 
+    async def available_versions(self, slot: ModelSlot) -> list[str]:
+        """The versions of ``slot``'s model a request may name: published, not refused here
+        (the registry is listed in a thread, at most every ``LISTING_TTL_S``)."""
+        return await slot.retained.available()
+
+    def loaded_versions(self, slot: ModelSlot) -> list[str]:
+        """The versions of ``slot``'s model loaded here: production first, then the others,
+        most recently used first."""
+        production = [slot.current.version] if slot.current is not None else []
+        return production + slot.retained.versions()
+
     def serving(self) -> bool:
         """Every configured model is loaded: what ``/health/ready`` says 200 to."""
         return all(slot.current is not None for slot in self.slots.values()) and bool(self.slots)
@@ -176,9 +205,9 @@ class Predictor:
         """Serve ``loaded`` from now on; a single reference swap, so requests never see a mix."""
         previous = slot.current
         slot.current = loaded
+        slot.retained.promoted(loaded)  # taken out of the LRU if requests had loaded it
         metrics.MODEL_VERSION.labels(slot.name).set(int(loaded.version))
-        if previous is not None:
-            self.runner.drift.retire(previous)
+        self.runner.drift.serve(loaded, replacing=previous)
         log.info(
             "now serving %s v%s (was %s)", slot.name, loaded.version,
             f"v{previous.version}" if previous else "nothing",
@@ -219,11 +248,13 @@ class Predictor:
         return slot, loaded
 
     async def version(self, slot: ModelSlot, version: str | None) -> LoadedModel:
-        """``version`` of ``slot``'s model, loaded: production when None."""
+        """``version`` of ``slot``'s model, loaded: production when None or equal, else a
+        published version, loaded on first use (it may wait for that load, never for another
+        request's batch); 400, 404 listing the available versions, 422 refused, 503."""
         current = self.loaded(slot)
         if version is None or version == current.version:
             return current
-        raise UnknownVersionError(f"model {slot.name!r} serves version {current.version} only")
+        return await slot.retained.resolve(version)
 
     async def classify(self, slot: ModelSlot, loaded: LoadedModel, files: list[RawImage],
                        top_k: int) -> list[Result]:

@@ -7,11 +7,15 @@ validation is refused, logged, counted (``imgclf_model_reloads_total{outcome="re
 not retried by the poller (versions are immutable); the old one keeps serving. Promote and
 rollback rewrite the pointer through ``artifacts.registry`` and load at once in this worker;
 the other workers follow at their next poll.
+
+Hot reload loads the way ``?version=`` requests do (``Predictor.load``, through the slot's
+:class:`~service.inference.versions.RetainedVersions`): a version that requests loaded becomes
+production without a second load, and requests and the poller never load one version twice
+at once. Refusals are shared too: a version refused for a request is not retried by the poller.
 """
 
 import asyncio
 import errno
-import functools
 import logging
 
 from artifacts import registry
@@ -26,8 +30,9 @@ from service.errors import (
     UnknownModelError,
     public_text,
 )
-from service.inference.loading import LoadedModel, load_model
+from service.inference.loading import LoadedModel
 from service.inference.predictor import ModelSlot, Predictor
+from service.inference.versions import LOAD_ERRORS
 from service.schemas import AdminResponse
 
 log = logging.getLogger(__name__)
@@ -88,37 +93,36 @@ class Reloader:
             await asyncio.sleep(interval if interval > 0 else 2.0)
 
     async def _load(self, slot: ModelSlot, version: str) -> LoadedModel:
-        """Load + validate ``version`` off the event loop; refusals are logged and counted."""
-        return await self.predictor.in_loader_thread(self._checked_load, slot, version)
+        """Load + validate ``version`` off the event loop, or take it from the versions requests
+        loaded (or are loading); refusals are logged and counted."""
+        try:
+            return await slot.retained.load(version, keep=False)
+        except LOAD_ERRORS as exc:
+            raise self._rejected(slot, version, exc) from exc
 
     def _checked_load(self, slot: ModelSlot, version: str) -> LoadedModel:
         """On the loader thread: load, validate and warm up ``version``, or raise
         :class:`ArtifactRejectedError` after recording why (readiness and metrics show it)."""
         try:
-            with self.predictor.cores.request():  # its warm-up forwards use this worker's cores
-                return load_model(
-                    self.settings.model_registry, slot.name, version,
-                    device=self.predictor.device, precision=self.settings.precision,
-                    warmup_batch=self.settings.max_batch_size,
-                )
-        except ArtifactValidationError as exc:
+            return self.predictor.load(slot.name, version)
+        except LOAD_ERRORS as exc:
+            raise self._rejected(slot, version, exc) from exc
+
+    def _rejected(self, slot: ModelSlot, version: str, exc: Exception) -> ArtifactRejectedError:
+        """Record why ``version`` could not be loaded; the error to raise."""
+        if isinstance(exc, ArtifactValidationError):
             # The version is there and bad; versions are immutable, so never retry it by poll.
             slot.refused[version] = self._public(exc)
             slot.problem = f"version {version} was refused: {self._public(exc)}"
             metrics.RELOADS.labels(slot.name, "refused").inc()
             log.error("refused %s v%s, still serving %s: %s", slot.name, version,
                       f"v{slot.current.version}" if slot.current else "nothing", exc)
-            raise ArtifactRejectedError(
-                f"{slot.name} version {version} was refused: {exc}"
-            ) from exc
-        except (RegistryError, OSError, ValueError, RuntimeError) as exc:
+        else:
             # Missing files (a half-copied registry, a network mount hiccup), an unknown
             # architecture...: counted and retried at the next poll, logged once per reason.
             metrics.RELOADS.labels(slot.name, "failed").inc()
             self._note_problem(slot, f"cannot load version {version} yet: {self._public(exc)}")
-            raise ArtifactRejectedError(
-                f"{slot.name} version {version} was refused: {exc}"
-            ) from exc
+        return ArtifactRejectedError(f"{slot.name} version {version} was refused: {exc}")
 
     def _public(self, exc: BaseException) -> str:
         """An exception's message for clients and readiness: no paths beyond the registry."""
@@ -161,6 +165,9 @@ class Reloader:
                 slot.problem = None
                 return production
             if production in slot.refused and not explicit:
+                # Refused here before (perhaps for a ?version= request): readiness says why.
+                self._note_problem(slot, f"version {production} was refused: "
+                                         f"{slot.refused[production]}")
                 return production
             try:
                 loaded = await self._load(slot, production)
@@ -206,10 +213,15 @@ class Reloader:
         other workers follow at their next poll)."""
         async with slot.lock:
             before = slot.current.version if slot.current else None
+            retained = slot.retained.snapshot()  # a version requests loaded is not loaded twice
+
+            def check(target: str) -> LoadedModel:
+                return retained.get(target) or self._checked_load(slot, target)
+
             try:
                 version, loaded = await self.predictor.in_loader_thread(
                     switch_production, self.settings.model_registry, slot.name, version,
-                    check=functools.partial(self._checked_load, slot))
+                    check=check)
             except OSError as exc:
                 if exc.errno in _READ_ONLY_ERRNOS:
                     raise RegistryReadOnlyError(

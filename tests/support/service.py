@@ -51,6 +51,19 @@ def assert_clean_error(response: httpx.Response, status: int | tuple[int, ...]) 
     return body
 
 
+def publish_rolled(reg: Path, version: str = "1") -> str:
+    """Publish ``version``'s weights with the output rows rolled by one, as a new version (no
+    golden set): it answers class ``(c + 1) % classes`` where ``version`` answers ``c``."""
+    artifact = load_artifact(reg, MODEL, version)
+    state = artifact.model.state_dict()
+    classes = len(artifact.class_labels)
+    for key in [key for key, tensor in state.items() if tensor.shape[:1] == (classes,)][-2:]:
+        state[key] = state[key].roll(1, dims=0)  # the head's weight and bias
+    metadata = {k: v for k, v in artifact.metadata.items()
+                if k not in ("version", "created_at", "weights_sha256", "files")}
+    return publish(reg, metadata, state)
+
+
 def republish(reg: Path, version: str = "1", **metadata_changes) -> str:
     """Publish ``version``'s weights again as a new version (``metadata_changes`` applied),
     like a new training run of the same model; returns the new version."""
