@@ -4,6 +4,7 @@ prelude of the ``wrk`` scripts that drive it, and the host's steal time, which t
 disturbed by other guests of this VM's host. ``bench/serve.py`` and ``bench/soak.py`` use it."""
 
 import io
+import json
 import os
 import signal
 import socket
@@ -214,3 +215,54 @@ class Server:
         self.log.close()
 
 
+
+
+# ----------------------------------------------------------------------------- Open Inference Protocol v2
+
+# wrk script prelude for v2 inference: POST <path> with the bodies body_<i>.bin of a directory and
+# each one's Inference-Header-Content-Length from header_<i>.txt, round robin from a random start
+# (arguments: directory, count, path).
+LUA_V2_BODIES = r"""
+local requests, idx = {}, 0
+function init(args)
+  local dir, count, path = args[1], tonumber(args[2]), args[3]
+  for i = 0, count - 1 do
+    local f = assert(io.open(dir .. "/body_" .. i .. ".bin", "rb"))
+    local body = f:read("*a")
+    f:close()
+    local h = assert(io.open(dir .. "/header_" .. i .. ".txt", "rb"))
+    local length = h:read("*a")
+    h:close()
+    requests[#requests + 1] = wrk.format("POST", path, {
+      ["Content-Type"] = "application/octet-stream",
+      ["Inference-Header-Content-Length"] = length}, body)
+  end
+  idx = math.random(0, #requests - 1)
+end
+function request()
+  idx = idx % #requests + 1
+  return requests[idx]
+end
+"""
+
+
+def v2_body(files: list[bytes]) -> tuple[bytes, int]:
+    """A v2 inference request of encoded images as a binary BYTES tensor (the binary tensor data
+    extension), every output asked for in binary as tritonclient does by default; the body and
+    the length of its JSON part."""
+    data = b"".join(len(f).to_bytes(4, "little") + f for f in files)
+    header = json.dumps({
+        "inputs": [{"name": "images", "shape": [len(files)], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(data)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    return header + data, len(header)
+
+
+def write_v2_bodies(directory: Path, requests: list[list[bytes]]) -> None:
+    """``body_<i>.bin`` and ``header_<i>.txt`` for :data:`LUA_V2_BODIES`, one per request."""
+    directory.mkdir(parents=True)
+    for i, files in enumerate(requests):
+        body, header_length = v2_body(files)
+        (directory / f"body_{i}.bin").write_bytes(body)
+        (directory / f"header_{i}.txt").write_text(str(header_length))

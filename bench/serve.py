@@ -8,7 +8,10 @@ loopback, against the in-process limit measured in the same run.
 Scenarios (issue 3's goals): the seed MLP with one 28x28 PNG per request and with 32 PNGs per
 request (multipart), ResNet-18 with one 32x32 RGB PNG per request, each at concurrency 1, 8 and
 64, plus ResNet-18 with batching off (MAX_BATCH_SIZE=1), and at the end ResNet-18 at c=64 with
-batching on and off in adjacent pairs of runs (both servers up), which the 3x goal uses. The
+batching on and off in adjacent pairs of runs (both servers up), which the 3x goal uses, and the
+Open Inference Protocol v2 (BYTES with binary data, 1 and 32 images per request) against
+``/predict`` (a raw body, and multipart for 32) on one MLP server at c=64, interleaved
+(``--v2-only`` runs that comparison alone). The
 in-process limit is decode + preprocess + forward (``bench/inprocess.py``: the service's own
 functions, loader, DEVICE and PRECISION) at the best batch size in this process, with as many
 torch threads as the server has in total (2 workers x 1), and one call (c=1's reference) at the
@@ -38,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     LUA_BODIES,
+    LUA_V2_BODIES,
     PRECISION,
     STEAL_LIMIT_PCT,
     TAIL_STEAL_LIMIT_PCT,
@@ -51,6 +55,7 @@ from harness import (  # noqa: E402
     steal_percent,
     undisturbed,
     write_bodies,
+    write_v2_bodies,
 )
 from inprocess import in_process  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -73,14 +78,19 @@ end
 def wrk(server: Server, script: Path, body_dir: Path, count: int, ctype: str, *,
         connections: int, seconds: float) -> dict:
     """One ``wrk`` run against ``server``; returns once the server has answered what the run
-    left in flight (see :meth:`Server.settle`)."""
+    left in flight (see :meth:`Server.settle`). ``ctype`` is the script's third argument: the
+    Content-Type of ``LUA_BODIES``, the path of ``LUA_V2_BODIES``. ``server_cpu_s``: the
+    workers' CPU time during the run."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout",
                "10s", "-s", str(script), server.url, "--", str(body_dir), str(count), ctype]
     ticks = cpu_ticks()
+    cpu = server_cpu_s(server)
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = server_cpu_s(server) - cpu
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     result = json.loads(line[len("BENCH "):])
     result["steal_pct"] = steal_percent(ticks, cpu_ticks())
+    result["server_cpu_s"] = cpu
     # Each answer took at least one forward, so the median latency outlasts a forward.
     server.settle(quiet_s=max(0.3, result["p50_us"] / 1e6))
     # Only answered (2xx) requests count as throughput; 503s of a full queue are errors.
@@ -98,6 +108,10 @@ def main() -> None:
         "--repeat", type=int, default=1, metavar="N",
         help="run every measurement N times and keep the best (the limit's too): on a shared "
              "machine, other tenants' bursts only ever make a run slower")
+    parser.add_argument("--v2-only", action="store_true",
+                        help="only the v2 against /predict comparison (about 1.5 minutes a round)")
+    parser.add_argument("--v2-rounds", type=int, default=3, metavar="N",
+                        help="interleaved rounds of the v2 comparison (default 3)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the `finally`: stop servers
     if shutil.which("wrk") is None:
@@ -120,6 +134,19 @@ def main() -> None:
     boundary = uuid.uuid4().hex  # one for all bodies: wrk sends one Content-Type
     multi = [multipart(grey[i * 32:(i + 1) * 32], boundary) for i in range(16)]
     write_bodies(work / "mlp32", [body for body, _ in multi])
+    write_v2_bodies(work / "v2-1", [[image] for image in grey])
+    write_v2_bodies(work / "v2-32", [grey[i * 32:(i + 1) * 32] for i in range(16)])
+    v2_scenarios = [  # (label, script, body dir, body count, third wrk argument, images/request)
+        ("/predict raw body, 1 png", script, work / "mlp1", len(grey), raw_png, 1),
+        ("v2 BYTES binary, 1 png", work / "v2.lua", work / "v2-1", len(grey), V2_PATH, 1),
+        ("/predict multipart, 32 png", script, work / "mlp32", len(multi), multi[0][1], 32),
+        ("v2 BYTES binary, 32 png", work / "v2.lua", work / "v2-32", len(multi), V2_PATH, 32),
+    ]
+    (work / "v2.lua").write_text(LUA_V2_BODIES + LUA[len(LUA_BODIES):])
+    if args.v2_only:
+        report_v2(v2_comparison(reg, work, v2_scenarios, seconds=seconds, rounds=args.v2_rounds))
+        shutil.rmtree(work, ignore_errors=True)
+        return
 
     print(f"images: {source}; models untrained (random weights); {os.cpu_count()} CPUs; "
           f"PRECISION={PRECISION}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
@@ -191,10 +218,12 @@ def main() -> None:
         for server in servers.values():
             server.stop()
     pairs = batching_pairs(reg, work, script, len(rgb), seconds=seconds, rounds=3)
+    v2 = v2_comparison(reg, work, v2_scenarios, seconds=seconds, rounds=args.v2_rounds)
     report(rows, pairs)
+    report_v2(v2)
     if args.json:
         args.json.write_text(json.dumps({"source": source, "limits": limits, "rows": rows,
-                                         "batching_pairs": pairs},
+                                         "batching_pairs": pairs, "v2": v2},
                                         indent=2, default=str))
     shutil.rmtree(work, ignore_errors=True)
 
@@ -233,12 +262,81 @@ def batching_pairs(reg: Path, work: Path, script: Path, count: int, *, seconds: 
     return pairs
 
 
+V2_PATH = "/v2/models/mlp/infer"
+
+
+def v2_comparison(reg: Path, work: Path, scenarios: list[tuple], *, seconds: float,
+                  rounds: int) -> list[dict]:
+    """The Open Inference Protocol v2 against ``/predict`` on one MLP server at c=64: each
+    ``(predict, v2)`` pair of ``scenarios`` run back to back, the order flipped every round, so
+    that the host's drift falls on both alike. The figure that matters is images/s; the server
+    CPU per image is much steadier on this host."""
+    server = Server(reg, "mlp", work / "v2-comparison.log")
+    runs: list[dict] = []
+    try:
+        for _, script, body_dir, count, arg, _ in scenarios:  # warm both routes
+            wrk(server, script, body_dir, count, arg, connections=8, seconds=2)
+        for round_ in range(rounds):
+            for pair in (scenarios[0:2], scenarios[2:4]):
+                for label, script, body_dir, count, arg, per_request in (
+                        pair if round_ % 2 == 0 else pair[::-1]):
+                    result = undisturbed(lambda: wrk(server, script, body_dir, count, arg,  # noqa: B023
+                                                     connections=64, seconds=seconds),
+                                         lambda run: run["steal_pct"])
+                    ips = result["rps"] * per_request
+                    cpu_us = 1e6 * result["server_cpu_s"] / max(1.0, ips * result["duration_us"] / 1e6)
+                    runs.append({"scenario": label, "round": round_, "ips": ips,
+                                 "cpu_us_per_image": cpu_us, "errors": result["errors"],
+                                 "p99_ms": result["p99_us"] / 1e3, "steal_pct": result["steal_pct"]})
+                    print(f"{label:28s} round {round_}: {ips:8.0f} img/s, server CPU "
+                          f"{cpu_us:6.1f} us/image, p99 {result['p99_us'] / 1e3:6.2f} ms, errors "
+                          f"{result['errors']}, steal {result['steal_pct']:.0f}%", flush=True)
+    finally:
+        server.stop()
+    return runs
+
+
+def report_v2(runs: list[dict]) -> None:
+    """Medians per scenario, and v2 against /predict as the median of the paired rounds."""
+    labels = list(dict.fromkeys(run["scenario"] for run in runs))
+    print("\n| scenario (MLP, c=64) | images/s | server CPU us/image | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        mine = [run for run in runs if run["scenario"] == label]
+        print(f"| {label} | {statistics.median(r['ips'] for r in mine):.0f} | "
+              f"{statistics.median(r['cpu_us_per_image'] for r in mine):.1f} | "
+              f"{statistics.median(r['p99_ms'] for r in mine):.2f} | {sum(r['errors'] for r in mine)} |")
+    print()
+    for predict, v2 in zip(labels[0::2], labels[1::2], strict=True):
+        rounds = sorted({run["round"] for run in runs})
+        by = {(run["scenario"], run["round"]): run for run in runs}
+        ratio = statistics.median(by[v2, r]["ips"] / by[predict, r]["ips"] for r in rounds)
+        cpu = statistics.median(by[v2, r]["cpu_us_per_image"] / by[predict, r]["cpu_us_per_image"]
+                                for r in rounds)
+        print(f"{'PASS' if ratio >= 0.9 else 'MISS'}  {v2} >= 0.9x {predict} images/s "
+              f"(paired median {ratio:.3f}x; server CPU per image {cpu:.3f}x)")
+
+
 def referenced_run(server: Server, reference_now: Callable[[], dict], *args: Any,
                    **kwargs: Any) -> tuple[dict, dict]:
     """One :func:`wrk` run, and the in-process reference measured right before and after it."""
     before = reference_now()
     result = wrk(server, *args, **kwargs)
     return result, average(before, reference_now())
+
+
+def server_cpu_s(server: Server) -> float:
+    """CPU seconds the server's workers (the children of the gunicorn master) used so far."""
+    total = 0
+    try:
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for child in children:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError, IndexError):  # a worker restarting: no figure this time
+        return 0.0
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def average(before: dict, after: dict) -> dict:

@@ -15,10 +15,10 @@ import logging
 import os
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.admin import AdminController
@@ -28,7 +28,10 @@ from service.api.info import InfoController
 from service.api.middleware import ObservabilityMiddleware
 from service.api.predict import PREDICT_PATH, document_predict, predict
 from service.api.shedding import ShedWhenOverloaded
-from service.errors import exception_to_http_response
+from service.api.v2.openapi import document_v2
+from service.api.v2.routes import v2_router
+from service.api.web import OfflineSwagger, web_router
+from service.errors import exception_to_response
 from service.inference.predictor import Predictor
 from service.inference.reloader import Reloader
 from service.settings import Settings
@@ -61,22 +64,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await predictor.stop()
 
     app = Litestar(
-        route_handlers=[predict, InfoController, AdminController, feedback],
+        route_handlers=[predict, InfoController, AdminController, feedback, v2_router, web_router],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "predictor": Provide(lambda: predictor, use_cache=True, sync_to_thread=False),
             "reloader": Provide(lambda: reloader, use_cache=True, sync_to_thread=False),
         },
-        exception_handlers={Exception: exception_to_http_response},
+        exception_handlers={Exception: exception_to_response},
         on_startup=[start],
         on_shutdown=[stop],
         request_max_body_size=settings.max_body_bytes,
+        # CORS_ORIGINS: browsers on these origins (or any, with *) may call the API, and read
+        # the request id and Retry-After of its answers; unset, no CORS headers at all.
+        cors_config=CORSConfig(
+            allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        ) if settings.cors_origins.strip() else None,
         openapi_config=OpenAPIConfig(
             title="Image classification service",
             version="1.0.0",
             description="Batched image classification of the models published to the registry.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[OfflineSwagger()],  # no CDN: service/api/web.py
             components=Components(security_schemes={
                 "BearerToken": SecurityScheme(type="http", scheme="bearer",
                                               description="ADMIN_TOKEN"),
@@ -93,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     document_predict(app.openapi_schema)  # a raw ASGI route: Litestar cannot describe it
+    document_v2(app.openapi_schema)  # the same for the raw routes under /v2/models/
     # Outside Litestar's exception handling: an overloaded worker refuses before routing
     # (service.api.shedding), and request ids and request metrics cover every response, 404s,
     # errors and those refusals included.

@@ -3,7 +3,7 @@
 Named ``schemas`` so that "model" in this codebase always means a neural network.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -99,6 +99,11 @@ class LoadedModelInfo(BaseModel):
         default_factory=list,
         description="other versions this worker holds for ?version= requests, most recently "
                     "used first (MAX_LOADED_VERSIONS)")
+    history: list[dict[str, float]] = Field(
+        default_factory=list,
+        description="the training curves, one record per epoch (epoch, train_loss, "
+                    "train_accuracy, val_loss, val_accuracy, lr, seconds); empty for versions "
+                    "published before")
 
 
 class ModelsResponse(BaseModel):
@@ -228,41 +233,43 @@ class V2ModelMetadata(BaseModel):
     outputs: list[V2TensorMetadata]
 
 
-class V2RequestInput(BaseModel):
+# The inference request is decoded by msgspec into Structs, not by pydantic: on the hot path,
+# in a loaded worker, pydantic's validation of a one-image request took ~11 us of the event
+# loop, msgspec's ~3 us (docs/performance.md). Its OpenAPI schema comes from msgspec too.
+
+class V2RequestInput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One input tensor; its data in ``data`` (JSON) or after the JSON (``binary_data_size``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="images (BYTES [N]) or pixels (UINT8 or FP32 [N, C, H, W])")
-    shape: list[StrictInt]
+    name: Annotated[str, msgspec.Meta(
+        description="images (BYTES [N]) or pixels (UINT8 or FP32 [N, C, H, W])")]
+    shape: list[int]
     datatype: str
-    parameters: dict[str, V2Parameter] | None = Field(
-        None, description="binary_data_size: bytes of this tensor after the JSON")
-    data: list[Any] | None = Field(
-        None, description="row-major, nested as the shape or flat; BYTES elements as base64 text")
+    parameters: Annotated[dict[str, V2Parameter] | None, msgspec.Meta(
+        description="binary_data_size: bytes of this tensor after the JSON")] = None
+    data: Annotated[list[Any] | None, msgspec.Meta(
+        description="row-major, nested as the shape or flat; BYTES elements as base64 text")] = None
 
 
-class V2RequestOutput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="probabilities or label")
-    parameters: dict[str, V2Parameter] | None = Field(
-        None, description="binary_data: true to receive this output after the JSON")
+class V2RequestOutput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    name: Annotated[str, msgspec.Meta(description="probabilities or label")]
+    parameters: Annotated[dict[str, V2Parameter] | None, msgspec.Meta(
+        description="binary_data: true to receive this output after the JSON")] = None
 
 
-class V2InferenceRequest(BaseModel):
+class V2InferenceRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """``POST /v2/models/{name}/infer``: one input tensor, the outputs wanted (default: all)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    id: StrictStr | None = Field(None, description="echoed in the response")
-    model_name: str | None = Field(None, description="accepted and ignored: the URL names the model")
-    model_version: str | None = Field(None, description="accepted and ignored: the URL names it")
-    parameters: dict[str, V2Parameter] | None = Field(
-        None, description="top_k (classes kept per image in probabilities), binary_data_output")
-    inputs: list[V2RequestInput] = Field(min_length=1, description="exactly one input: images or pixels")
-    outputs: list[V2RequestOutput] | None = Field(
-        None, description="the outputs wanted, in this order (default: probabilities, label)")
+    inputs: Annotated[list[V2RequestInput], msgspec.Meta(
+        min_length=1, description="exactly one input: images or pixels")]
+    id: Annotated[str | None, msgspec.Meta(description="echoed in the response")] = None
+    model_name: Annotated[str | None, msgspec.Meta(
+        description="accepted and ignored: the URL names the model")] = None
+    model_version: Annotated[str | None, msgspec.Meta(
+        description="accepted and ignored: the URL names it")] = None
+    parameters: Annotated[dict[str, V2Parameter] | None, msgspec.Meta(
+        description="top_k (classes kept per image in probabilities), binary_data_output")] = None
+    outputs: Annotated[list[V2RequestOutput] | None, msgspec.Meta(
+        description="the outputs wanted, in this order (default: probabilities, label)")] = None
 
 
 class V2ResponseOutput(BaseModel):

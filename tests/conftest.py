@@ -1,14 +1,17 @@
 """Fixtures of every test: one torch thread, fake Fashion-MNIST idx files, fast training
-configs. The helpers behind them are in ``tests/support``."""
+configs, and the trained test model the service and web tests serve. The helpers behind them
+are in ``tests/support``."""
 
 from pathlib import Path
 
 import pytest
 import torch
 from support.idx import make_idx_dir
+from support.service import MODEL
 from support.training import tiny_train_config
 
 from training.config import TrainConfig
+from training.train import main as train_main
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +36,16 @@ def tiny_config(tmp_path: Path, idx_dir: Path):
         return tiny_train_config(idx_dir, tmp_path, **overrides)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory) -> Path:
+    """A registry holding ``fmnist`` v1 (promoted), with its report, pictures and golden set: an
+    MLP trained by ``training.train.main`` on Fashion-MNIST-shaped synthetic idx files, once per
+    test session (the service and web tests serve it)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = make_idx_dir(root / "data", train=400, test=100, labels="cycle")
+    cfg = tiny_train_config(data, root, epochs=3, name=MODEL, promote=True, threads=1)
+    result = train_main(cfg)
+    assert result.version == "1"
+    return root / "registry"

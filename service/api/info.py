@@ -46,13 +46,12 @@ _CACHE_CONTROL = "no-cache"
 
 class InfoController(Controller):
     path = "/"
-    tags = ["health"]
 
-    @get("/health/live", summary="The process answers")
+    @get("/health/live", tags=["health"], summary="The process answers")
     async def live(self) -> HealthResponse:
         return HealthResponse(status="live")
 
-    @get("/health/ready", summary="Every configured model is loaded (else 503)")
+    @get("/health/ready", tags=["health"], summary="Every configured model is loaded (else 503)")
     async def ready(self, predictor: NamedDependency[Predictor]) -> Response[HealthResponse]:
         loaded = {n: s.current.version for n, s in predictor.slots.items() if s.current}
         waiting = [name for name in predictor.settings.model_names if name not in loaded]
@@ -82,6 +81,7 @@ class InfoController(Controller):
                 weights_sha256=loaded.sha256, device=str(loaded.device),
                 precision=loaded.precision, loaded_at=loaded.loaded_at,
                 golden_set=loaded.golden_set, other_loaded_versions=slot.retained.versions(),
+                history=_history(meta),
             ))
         waiting = [n for n, s in predictor.slots.items() if s.current is None]
         return ModelsResponse(models=infos, waiting_for=waiting)
@@ -157,3 +157,13 @@ def _unchanged(if_none_match: str | None, etag: str) -> bool:
 
 def _cache_headers(etag: str) -> dict[str, str]:
     return {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
+
+
+def _history(metadata: dict) -> list[dict[str, float]]:
+    """The per-epoch records of ``metadata["history"]``, numbers only: a hand-edited file must
+    not turn ``/models`` into a 500."""
+    records = metadata.get("history")
+    if not isinstance(records, list):
+        return []
+    return [{k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for record in records if isinstance(record, dict)]

@@ -6,25 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.idx import make_idx_dir
 from support.images import band_images
 from support.server import Server
 from support.service import MAX_BODY, MAX_IMAGES, MODEL
-from support.training import tiny_train_config
-
-from training.train import main as train_main
-
-
-@pytest.fixture(scope="session")
-def trained_registry(tmp_path_factory) -> Path:
-    """A registry holding ``fmnist`` v1 (promoted): an MLP trained by ``training.train.main``
-    on Fashion-MNIST-shaped synthetic idx files."""
-    root = tmp_path_factory.mktemp("trained")
-    data = make_idx_dir(root / "data", train=400, test=100, labels="cycle")
-    cfg = tiny_train_config(data, root, epochs=3, name=MODEL, promote=True, threads=1)
-    result = train_main(cfg)
-    assert result.version == "1"
-    return root / "registry"
 
 
 @pytest.fixture

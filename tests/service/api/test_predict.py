@@ -220,7 +220,7 @@ def test_models_health_docs_and_unknown_routes(server):
     assert set(operation["requestBody"]["content"]) == {
         "multipart/form-data", "image/*", "application/json"}
     # The handler reads its query by hand: the schema must still document it and the answer.
-    assert {p["name"] for p in operation["parameters"]} == {"top_k", "model"}
+    assert {p["name"] for p in operation["parameters"]} == {"top_k", "model", "version"}
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == (
         "#/components/schemas/PredictResponse")
     assert server.client.get("/schema/swagger").status_code == 200
