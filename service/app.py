@@ -75,10 +75,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_shutdown=[stop],
         request_max_body_size=settings.max_body_bytes,
         # CORS_ORIGINS: browsers on these origins (or any, with *) may call the API, and read
-        # the request id and Retry-After of its answers; unset, no CORS headers at all.
+        # the request id, Retry-After and v2's binary answers; unset, no CORS headers at all.
         cors_config=CORSConfig(
             allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "Inference-Header-Content-Length"],
         ) if settings.cors_origins.strip() else None,
         openapi_config=OpenAPIConfig(
             title="Image classification service",
