@@ -1,12 +1,14 @@
 """gunicorn settings, all from the environment (``gunicorn -c service/gunicorn.conf.py ...``).
 
 BIND (or 0.0.0.0:$PORT), WEB_CONCURRENCY workers, TIMEOUT / GRACEFUL_TIMEOUT / KEEPALIVE in
-seconds, LOG_LEVEL, ACCESS_LOG=1 for an access log. It also prepares prometheus_client's
+seconds, LOG_LEVEL, LOG_FORMAT (text or json: one JSON object per line), ACCESS_LOG=1 for a line
+per request (the default with json). It also prepares prometheus_client's
 multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before a worker imports
 prometheus_client, so it is set here in the master (a fresh temp dir when unset), emptied at
 start, and a dead worker's live gauges are dropped.
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -23,8 +25,18 @@ backlog = int(os.environ.get("BACKLOG", "2048"))
 # Never preload: each worker must build its own torch state after the fork.
 preload_app = False
 loglevel = os.environ.get("LOG_LEVEL", "info")
-accesslog = "-" if os.environ.get("ACCESS_LOG", "0").lower() in ("1", "true", "yes") else None
+log_format = (os.environ.get("LOG_FORMAT") or "text").strip().lower()  # empty, as compose passes it: text
+if log_format not in ("text", "json"):
+    raise SystemExit(f"Invalid LOG_FORMAT {log_format!r}. Only text and json are supported.")
+# One line per request, written by service.api.middleware (logger service.access) with the
+# latency and the model and version that answered; uvicorn's own access log stays off.
+# On by default with json: a log pipeline wants the request lines.
+access_log = (os.environ.get("ACCESS_LOG") or ("1" if log_format == "json" else "0")).lower() in ("1", "true", "yes")
+accesslog = None
 errorlog = "-"
+# Python warnings become log records (logger py.warnings), so that with json every line of the
+# output parses, and with text every line has a time.
+logging.captureWarnings(True)
 
 # Workers size their torch thread pools from the worker count (Settings.web_concurrency);
 # on_starting corrects it when the command line overrides `workers` (gunicorn -w N).
@@ -44,20 +56,22 @@ logconfig_dict = {
     "filters": {"request_id": {"()": "service.logs.RequestIdFilter"},
                 "graceful_stop": {"()": "service.logs.GracefulStopFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s "
-                            "[%(request_id)s] %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s "
+                           "[%(request_id)s] %(message)s"},
+        "json": {"()": "service.logs.JsonFormatter"},
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+        "stderr": {"class": "logging.StreamHandler", "formatter": log_format,
                    "filters": ["request_id"], "stream": "ext://sys.stderr"},
     },
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False,
                            "filters": ["graceful_stop"]},
-        # uvicorn's access logger takes gunicorn.access's handlers; silent unless ACCESS_LOG=1.
-        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING",
-                            "handlers": ["stderr"] if accesslog else [], "propagate": False},
+        # uvicorn's access logger takes gunicorn.access's level and handlers: silent, since
+        # service.access has the request lines.
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        "service.access": {"level": "INFO" if access_log else "WARNING"},
     },
 }
 

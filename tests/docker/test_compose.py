@@ -3,6 +3,8 @@ against the compose-spec schema by ``docker compose config`` when a Docker CLI w
 plugin is installed (skipped otherwise); ``tests/docker/e2e.sh`` runs everything for real.
 """
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ yaml = pytest.importorskip("yaml")
 COMPOSE = REPO / "docker-compose.yml"
 GPU_COMPOSE = REPO / "docker-compose.gpu.yml"
 DOCKERFILE = REPO / "Dockerfile"
+NGINX = REPO / "deploy" / "nginx"
 SERVICE_CMD = ["gunicorn", "-c", "service/gunicorn.conf.py", "service.app:create_app()"]
 
 
@@ -32,8 +35,9 @@ def gpu_compose() -> dict:
 
 def test_compose_has_the_services_and_named_volumes(compose):
     services = compose["services"]
-    assert {"api", "trainer", "tensorboard"} <= set(services)
+    assert {"api", "trainer", "tensorboard", "lb"} <= set(services)
     assert services["tensorboard"]["profiles"] == ["tensorboard"]
+    assert services["lb"]["profiles"] == ["scale"]
     assert "profiles" not in services["api"] and "profiles" not in services["trainer"]
     assert {"registry", "runs", "feedback"} <= set(compose["volumes"])
     for name, service in services.items():
@@ -52,7 +56,8 @@ def test_every_service_has_a_healthcheck_and_a_restart_policy(compose):
 
 def test_api_publishes_its_port_and_probes_readiness(compose):
     api = compose["services"]["api"]
-    assert api["ports"] and api["ports"][0].endswith(":8000")
+    # ${API_PORT-8000}: 8000 when unset; set but empty, a free host port per replica (--scale).
+    assert api["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT-8000}:8000"]
     assert "/health/ready" in " ".join(api["healthcheck"]["test"])
     assert api["command"] == SERVICE_CMD
     assert api["build"]["target"] == "api"
@@ -60,8 +65,9 @@ def test_api_publishes_its_port_and_probes_readiness(compose):
 
 
 def test_api_mounts_the_registry_read_only(compose):
+    """Read-only unless API_REGISTRY_MODE=rw (admin promote through the api, docs/deployment.md)."""
     api, trainer = compose["services"]["api"], compose["services"]["trainer"]
-    assert "registry:/registry:ro" in api["volumes"]
+    assert "registry:/registry:${API_REGISTRY_MODE:-ro}" in api["volumes"]
     assert "registry:/registry" in trainer["volumes"], "the trainer writes the registry"
     assert "runs:/runs" in trainer["volumes"]
 
@@ -72,6 +78,15 @@ def test_the_api_writes_the_feedback_store_and_the_trainer_only_reads_it(compose
     assert "feedback:/feedback:ro" in trainer["volumes"]
     assert api["environment"]["FEEDBACK_DIR"] == "/feedback"
     assert trainer["environment"]["TRAIN_FEEDBACK_DIR"] == "/feedback"
+
+
+def test_api_root_filesystem_is_read_only_with_a_tmpfs(compose):
+    """As readOnlyRootFilesystem in deploy/k8s: only the volumes and /tmp (gunicorn's heartbeat
+    files, the Prometheus multiprocess directory) are writable."""
+    for name in ("api", "lb"):
+        service = compose["services"][name]
+        assert service["read_only"] is True, name
+        assert [mount.split(":")[0] for mount in service["tmpfs"]] == ["/tmp"], name
 
 
 def test_every_named_volume_mount_point_is_made_for_the_app_user(compose):
@@ -86,6 +101,34 @@ def test_every_named_volume_mount_point_is_made_for_the_app_user(compose):
             source, target = mount.split(":")[:2]
             if source in compose["volumes"]:
                 assert target in created and target in owned, target
+
+
+def test_scale_profile_puts_nginx_in_front_of_the_api_replicas(compose):
+    lb = compose["services"]["lb"]
+    assert lb["build"]["context"] == "deploy/nginx"
+    assert lb["depends_on"]["api"]["condition"] == "service_healthy"
+    assert lb["ports"] == ["${API_BIND:-127.0.0.1}:${LB_PORT:-8080}:8080"]
+    assert "/lb-health" in " ".join(lb["healthcheck"]["test"])
+
+
+def test_nginx_re_resolves_the_api_service_name_to_see_every_replica():
+    """A name in a literal proxy_pass is resolved once at start (replicas added later would get
+    no traffic); in a variable, through Docker's DNS at request time."""
+    conf = (NGINX / "nginx.conf").read_text()
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
+    (upstream,) = re.findall(r"^\s*set \$api_upstream (\S+);", conf, re.M)
+    assert upstream == "http://api:8000"  # the compose service name and the api's PORT
+    assert re.search(r"^\s*proxy_pass \$api_upstream;", conf, re.M)
+    assert re.search(r"^\s*listen 8080;", conf, re.M)
+    assert "location = /lb-health" in conf
+
+
+def test_nginx_image_is_debians_package_on_the_local_base_image_run_as_non_root():
+    dockerfile = (NGINX / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile and "FROM ${PYTHON_IMAGE}" in dockerfile
+    assert re.search(r"apt-get install -y --no-install-recommends nginx\b", dockerfile)
+    assert re.findall(r"^USER (\S+)", dockerfile, re.M) == ["www-data"]
+    assert '"daemon off;"' in dockerfile
 
 
 def test_api_waits_for_a_healthy_trainer(compose):
@@ -155,6 +198,27 @@ def test_compose_files_pass_the_compose_spec_schema(files):
     if version.returncode != 0:
         pytest.skip("no docker compose plugin")
     args = [arg for f in files for arg in ("-f", f)]
-    result = subprocess.run(["docker", "compose", *args, "--profile", "tensorboard", "config", "-q"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["docker", "compose", *args, "--profile", "tensorboard", "--profile", "scale",
+                             "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
+@pytest.mark.parametrize(("env", "published", "registry_mode"), [
+    ({}, "8000", True),  # plain `docker compose up`, as before
+    ({"API_PORT": ""}, None, True),  # --scale api=N: a free host port each
+    ({"API_PORT": "9000", "API_REGISTRY_MODE": "rw"}, "9000", False),
+])
+def test_compose_renders_the_api_port_and_registry_mode(env, published, registry_mode):
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no docker compose plugin")
+    base = {k: v for k, v in os.environ.items() if k not in ("API_PORT", "API_REGISTRY_MODE")}
+    result = subprocess.run(["docker", "compose", "--profile", "scale", "config", "--format", "json"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, env=base | env)
+    assert result.returncode == 0, result.stderr
+    api = json.loads(result.stdout)["services"]["api"]
+    (port,) = api["ports"]
+    assert port["target"] == 8000 and port["host_ip"] == "127.0.0.1"
+    assert port.get("published") == published
+    (registry,) = [v for v in api["volumes"] if v["source"] == "registry"]
+    assert registry.get("read_only", False) is registry_mode
