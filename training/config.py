@@ -17,6 +17,7 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NORMALIZATIONS = ("dataset", "none")
 
 # Learning rates that work for each optimizer when --lr is not given.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
@@ -68,6 +69,11 @@ class TrainConfig:
     test_fraction: float = option(0.1, "imagefolder without test/: share of train/ held out as test")
     image_size: int = option(32, "imagefolder: side length images are resized to")
     channels: int = option(3, "imagefolder: 1 (grayscale) or 3 (RGB)", (1, 3))
+    normalize: str = option(
+        "dataset", "dataset = subtract the training split's mean and divide by its std per channel; "
+        "none = pixels scaled to [0, 1] only (ToTensor); recorded in the artifact's input spec, "
+        "so the service does the same", NORMALIZATIONS
+    )
     augment: str = option(
         "auto", "batch augmentation; auto = crop for the MNIST family, crop-flip otherwise", AUGMENTATIONS
     )

@@ -68,8 +68,9 @@ def load_data(cfg: TrainConfig) -> DataSplits:
         manifests[FEEDBACK] = [list(entry) for entry in feedback.manifest]
         parts = {side: ImageTensors.mix({cfg.dataset: part, FEEDBACK: feedback.sides[side]})
                  for side, part in parts.items()}
-    mean, std = channel_mean_std(parts["train"].images)
     _, channels, height, width = parts["train"].images.shape
+    mean, std = (channel_mean_std(parts["train"].images) if cfg.normalize == "dataset"
+                 else ((0.0,) * channels, (1.0,) * channels))
     spec = InputSpec(channels=channels, height=height, width=width,
                      mean=tuple(round(m, 4) for m in mean), std=tuple(round(s, 4) for s in std))
     splits = DataSplits(parts["train"], parts["val"], parts["test"], raw.classes, spec, dataset=cfg.dataset,
