@@ -6,14 +6,13 @@ Each call acts on the worker that receives it; the other workers follow within
 ``RELOAD_INTERVAL_S`` because they poll the same production pointer.
 """
 
-import hmac
-
 from litestar import Controller, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, Parameter
 
+from service.api.bearer import bearer_matches
 from service.api.responses import error_responses
 from service.errors import AdminDisabledError, UnauthorizedError
 from service.inference.reloader import Reloader
@@ -36,9 +35,7 @@ async def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None
         raise AdminDisabledError(
             "admin endpoints are disabled: set ADMIN_TOKEN (or ADMIN_TOKEN_FILE) to enable them"
         )
-    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-    expected = settings.admin_token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if not bearer_matches(connection, settings.admin_token):
         raise UnauthorizedError("missing or wrong 'Authorization: Bearer <ADMIN_TOKEN>' header")
 
 

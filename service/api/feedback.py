@@ -29,6 +29,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import Parameter
 
 from service import metrics
+from service.api.bearer import bearer_matches
 from service.api.body_budget import BodyBudget
 from service.api.parsing import MAX_FIELD_BYTES, parse_upload
 from service.errors import (
@@ -72,13 +73,11 @@ async def require_feedback_token(connection: ASGIConnection, _: BaseRouteHandler
     if token is None:
         raise FeedbackDisabledError(
             "feedback is disabled: set FEEDBACK_TOKEN (or FEEDBACK_TOKEN_FILE) to enable it")
-    expected = token.get_secret_value().encode()
     if settings.admin_token is not None and hmac.compare_digest(
-            expected, settings.admin_token.get_secret_value().encode()):
+            token.get_secret_value().encode(), settings.admin_token.get_secret_value().encode()):
         raise FeedbackDisabledError(
             "feedback is disabled: FEEDBACK_TOKEN equals ADMIN_TOKEN; give feedback a token of its own")
-    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if not bearer_matches(connection, token):
         raise FeedbackUnauthorizedError(
             "missing or wrong 'Authorization: Bearer <FEEDBACK_TOKEN>' header")
 
