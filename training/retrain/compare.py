@@ -145,3 +145,16 @@ def class_gate(candidate: dict[str, float], production: dict[str, float], *,
     label, row = worst
     return {"label": label, "candidate": row["candidate"], "production": row["production"],
             "drop": -row["change"]}, table
+
+
+def decide_classes(candidate: dict[str, float], production: dict[str, float], *,
+                   max_drop: float) -> tuple[bool, str, dict]:
+    """The per-class half of the promotion rule (``SCHEDULE_MAX_CLASS_DROP``): (passes?, a
+    reason a person can read, the report's ``gate`` section)."""
+    blocking, table = class_gate(candidate, production, max_drop=max_drop)
+    gate = {"max_class_drop": max_drop, "classes": table, "blocking_class": blocking}
+    if blocking is None:
+        return True, f"no class recall fell by more than {max_drop:.3f}", gate
+    return False, (f"class {blocking['label']!r} recall fell from {blocking['production']:.4f} "
+                   f"(production) to {blocking['candidate']:.4f} (candidate), more than "
+                   f"SCHEDULE_MAX_CLASS_DROP={max_drop:.3f}; kept"), gate

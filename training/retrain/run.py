@@ -23,7 +23,7 @@ from training import train as train_module
 from training.config import TrainConfig
 from training.data.splits import DataSplits, load_data
 from training.report.metrics import class_recalls
-from training.retrain.compare import METRIC, ProductionScore, class_gate, decide, score_production
+from training.retrain.compare import METRIC, ProductionScore, decide, decide_classes, score_production
 from training.retrain.freshness import describe_data
 from training.retrain.lock import LockInfo
 from training.retrain.settings import ScheduleSettings
@@ -150,7 +150,9 @@ class RetrainRun:
             promote, reason = decide(candidate_accuracy, baseline, margin=s.promotion_margin,
                                      floor=s.min_accuracy)
         if promote and comparable and score is not None and score.class_recalls and result.report:
-            promote, reason = self._gate_classes(result.report, score.class_recalls, reason)
+            promote, class_reason, report["gate"] = decide_classes(
+                class_recalls(result.report), score.class_recalls, max_drop=s.max_class_drop)
+            reason = f"{reason}; {class_reason}" if promote else class_reason
         if promote:
             promote, reason = self._promote_unless_changed(current, result.version, reason)
         if promote:
@@ -162,18 +164,6 @@ class RetrainRun:
         self._prune()
 
     # ------------------------------------------------------------------ steps
-    def _gate_classes(self, candidate_report: dict, production_recalls: dict[str, float],
-                      reason: str) -> tuple[bool, str]:
-        """The per-class half of the promotion rule (``SCHEDULE_MAX_CLASS_DROP``)."""
-        limit = self.settings.max_class_drop
-        blocking, table = class_gate(class_recalls(candidate_report), production_recalls, max_drop=limit)
-        self.report["gate"] = {"max_class_drop": limit, "classes": table, "blocking_class": blocking}
-        if blocking is None:
-            return True, f"{reason}; no class recall fell by more than {limit:.3f}"
-        return False, (f"class {blocking['label']!r} recall fell from {blocking['production']:.4f} "
-                       f"(production) to {blocking['candidate']:.4f} (candidate), more than "
-                       f"SCHEDULE_MAX_CLASS_DROP={limit:.3f}; kept")
-
     def _promote_unless_changed(self, compared: str | None, version: str,
                                 reason: str) -> tuple[bool, str]:
         """Promote ``version`` unless production is no longer ``compared``, the version the
