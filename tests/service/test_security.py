@@ -16,7 +16,7 @@ from support.images import band_images, encode
 from support.service import AUTH, MODEL, TOKEN, assert_clean_error, inprocess_settings, wait_ready
 
 from artifacts import registry
-from service.api import admin
+from service.api import bearer
 from service.app import create_app
 from service.settings import Settings
 
@@ -81,7 +81,7 @@ def test_admin_token_is_compared_in_constant_time(registry_copy, monkeypatch):
         compared.append((given, expected))
         return real(given, expected)
 
-    monkeypatch.setattr(admin.hmac, "compare_digest", recording)
+    monkeypatch.setattr(bearer.hmac, "compare_digest", recording)
     same_length = TOKEN[:-1] + ("x" if TOKEN[-1] != "x" else "y")
     attempts = {TOKEN: 200, same_length: 401, TOKEN + "x": 401, TOKEN[:4]: 401, "": 401}
     with TestClient(create_app(inprocess_settings(registry_copy, admin_token=TOKEN))) as client:
