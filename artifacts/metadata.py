@@ -14,6 +14,7 @@ from artifacts.errors import ArtifactValidationError, RegistryError
 from artifacts.preprocess import InputSpec
 
 METADATA_FILE = "metadata.json"
+TTA_FIELD = "test_time_augmentation"  # how the model is evaluated (models.tta); absent = "none"
 
 
 def build_metadata(
@@ -26,14 +27,19 @@ def build_metadata(
     metrics: dict[str, float],
     dataset: str,
     config: dict[str, Any],
+    test_time_augmentation: str = "none",
 ) -> dict[str, Any]:
-    """The metadata of an artifact before publication (version, hash and date are added then)."""
+    """The metadata of an artifact before publication (version, hash and date are added then).
+
+    ``test_time_augmentation`` (``models.tta``) is part of how the model is evaluated: the
+    loader wraps the model with it, so the service serves what the test figures measured."""
     return {
         "name": name,
         "architecture": architecture,
         "architecture_kwargs": architecture_kwargs,
         "class_labels": list(class_labels),
         "input": input_spec.to_dict(),
+        TTA_FIELD: test_time_augmentation,
         "metrics": metrics,
         "dataset": dataset,
         "config": config,

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from artifacts.locks import open_locked
 from artifacts.registry import (
+    EXPORTS_DIR,
     METADATA_FILE,
     POINTER_FILE,
     RegistryError,
@@ -177,7 +178,8 @@ def prune_versions(registry: Path, name: str, keep: int) -> list[str]:
 
     The production version and the previous production version (the rollback target) are
     never removed, however old. Each version is first renamed to a hidden name, so readers see
-    it either complete or gone, never half-deleted.
+    it either complete or gone, never half-deleted. Its exports (``exports/<version>``, written
+    by ``python -m training export``) go with it, and so do the exports of versions already gone.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -189,12 +191,24 @@ def prune_versions(registry: Path, name: str, keep: int) -> list[str]:
     for version in versions:
         if version in kept:
             continue
-        trash = directory / f".trash-{version}-{uuid.uuid4().hex}"
-        os.rename(directory / version, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_tree(directory / version)
         removed.append(version)
+    exports = directory / EXPORTS_DIR
+    if exports.is_dir():
+        for export in exports.iterdir():  # hidden names are an export's staging: not ours
+            if export.is_dir() and export.name.isdigit() and not (directory / export.name).is_dir():
+                _remove_tree(export)
+        fsync_dir(exports)
     if removed:
         fsync_dir(directory)
         log.info("pruned %s versions %s (kept %s)", name, ", ".join(removed),
                  ", ".join(sorted(kept, key=int)))
     return removed
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a directory after renaming it to a hidden name beside it, so that readers see it
+    complete or gone, never half-deleted."""
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)

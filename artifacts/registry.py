@@ -4,6 +4,7 @@
                                 golden.pt, report.json, *.png, dataset.json}
     registry/<model>/production                               one line: the serving version
     registry/<model>/promotions.log                           one line per promotion (rollback)
+    registry/<model>/exports/<version>/                       ONNX, torch.export, Triton (training.export)
 
 Training publishes through :func:`publish`; the service reads through :func:`load_artifact`,
 so both agree on the format by construction. Changing the production pointer (promote,
@@ -28,7 +29,7 @@ from torch import nn
 import models
 from artifacts.errors import ArtifactValidationError, RegistryError
 from artifacts.golden import GOLDEN_FILE, GoldenSet, golden_probabilities
-from artifacts.metadata import METADATA_FILE, MetadataFields, read_metadata
+from artifacts.metadata import METADATA_FILE, TTA_FIELD, MetadataFields, read_metadata
 from artifacts.preprocess import InputSpec
 from artifacts.storage import (
     CorruptFileError,
@@ -45,6 +46,7 @@ WEIGHTS_FILE = "weights.pt"
 POINTER_FILE = "production"
 REPORT_FILE = "report.json"  # the test split's evaluation per class (training.report)
 REPORT_PICTURES = ("confusion", "reliability", "mistakes")  # <picture>.png beside it
+EXPORTS_DIR = "exports"  # <model>/exports/<version>/: not a version (list_versions skips it)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[a-z0-9]{1,8}$")
@@ -67,6 +69,13 @@ def validate_version(version: str) -> str:
 
 def model_dir(registry: Path, name: str) -> Path:
     return Path(registry) / validate_name(name)
+
+
+def exports_dir(registry: Path, name: str, version: str) -> Path:
+    """Where the exports of a version live: beside the versions, never inside one, so that
+    exporting changes none of a published version's files or hashes (pruning a version removes
+    its exports too, :func:`artifacts.production.prune_versions`)."""
+    return model_dir(registry, name) / EXPORTS_DIR / validate_version(version)
 
 
 def list_versions(registry: Path, name: str) -> list[str]:
@@ -193,6 +202,9 @@ def _rebuild(metadata: dict[str, Any]) -> tuple[nn.Module, InputSpec, list[str]]
     if not isinstance(kwargs, dict):
         raise TypeError(f"architecture_kwargs must be an object, got {kwargs!r:.80}")
     spec = InputSpec.from_dict(metadata["input"])
+    if metadata.get(TTA_FIELD, "none") not in models.TEST_TIME_AUGMENTATIONS:
+        raise ValueError(f"{TTA_FIELD} {metadata[TTA_FIELD]!r} is none of "
+                         f"{', '.join(models.TEST_TIME_AUGMENTATIONS)}")
     model = models.build_model(metadata["architecture"], num_classes=len(labels),
                                in_channels=spec.channels, image_size=spec.size, **kwargs)
     return model, spec, labels
@@ -239,6 +251,8 @@ def load_artifact(registry: Path, name: str, version: str | None = None) -> Arti
     golden = read_golden(version_dir, metadata)
     try:
         model.load_state_dict(state_dict, strict=True)
+        # evaluated as training evaluated it (models.tta); versions before TTA have no field
+        model = models.with_test_time_augmentation(model, metadata.get(TTA_FIELD, "none"))
         model.eval()
         with torch.inference_mode():
             logits = model(torch.zeros(1, spec.channels, spec.height, spec.width))

@@ -8,7 +8,9 @@ the previous file intact and never a half-written one under the real name.
 import hashlib
 import io
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,6 +49,30 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move the finished directory ``source`` to ``target`` on the same filesystem, replacing
+    any directory already there (re-running an export).
+
+    POSIX renames a directory only onto an empty one, so an existing ``target`` is first renamed
+    aside and deleted after: a reader sees the old tree, the new tree, or for the instant
+    between the two renames none, never a mix of both or a half-written one.
+    """
+    source, target = Path(source), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".trash-{target.name}-{uuid.uuid4().hex}")
+        os.rename(target, old)
+    try:
+        os.rename(source, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)  # the old tree back: a failed replace changes nothing
+        raise
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -11,5 +11,7 @@ from models.registry import (
     build_model,
     get_architecture,
 )
+from models.tta import TEST_TIME_AUGMENTATIONS, with_test_time_augmentation
 
-__all__ = ["ARCHITECTURES", "UnknownArchitectureError", "available", "build_model", "get_architecture"]
+__all__ = ["ARCHITECTURES", "UnknownArchitectureError", "available", "build_model", "get_architecture",
+           "TEST_TIME_AUGMENTATIONS", "with_test_time_augmentation"]

@@ -7,7 +7,8 @@ once.
 
 Exit status: 0 done; 1 the registry refused (an unknown version, nothing to roll back to, an
 artifact that fails verification); 2 a usage error (an invalid option, a dataset, registry,
-model or image file that is missing or is not what it should be). ``schedule`` has its own
+model or image file that is missing or is not what it should be; an export whose extra is not
+installed, or that the exporter cannot make or that fails its parity check). ``schedule`` has its own
 codes (:mod:`training.retrain.loop`). Errors end in one logged line, never a traceback.
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Union, get_args, get_origin
 
 from training.config import DATASETS, TrainConfig
-from training.versions import cmd_report, cmd_switch, cmd_versions, registry_dir
+from training.export import DEFAULT_MAX_BATCH_SIZE, DEFAULT_OPSET, FORMATS
+from training.versions import cmd_export, cmd_report, cmd_switch, cmd_versions, registry_dir
 
 log = logging.getLogger("training")
 
@@ -201,6 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a published version, or 'production' (the default)")
     report.add_argument("--json", action="store_true", help="print report.json itself")
     _add_model_options(report, version=False)
+
+    export = command("export", cmd_export, "export a published version as ONNX, torch.export and a Triton repository",
+                     "Write a published version's exports beside it, in registry/NAME/exports/VERSION/ "
+                     "(the version's own files are never changed): model.onnx (dynamo exporter, dynamic "
+                     "batch), model.pt2 (torch.export), triton/ (a Triton model repository) and "
+                     "export.json (the input contract and the sha256 of every file). Each format must "
+                     "reproduce the model's probabilities on the golden set within 1e-4 before it is "
+                     "written. ONNX and Triton need the export extra: pip install -e '.[export]'.")
+    export.add_argument("version", nargs="?", default=None,
+                        help="a published version, or 'production' (the default)")
+    export.add_argument("--format", action="append", choices=(*FORMATS, "all"),
+                        help="what to export; repeat for several (default: all)")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (18 or newer)")
+    export.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help="Triton's max_batch_size (dynamic batching forms batches up to it)")
+    _add_model_options(export, version=False)
 
     summary = command("summary", cmd_summary, "layer table with output shapes and parameter counts")
     summary.add_argument("--model", default="wide_cnn", help="architecture name from the models registry")

@@ -18,6 +18,7 @@ AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMALIZATIONS = ("dataset", "none")
+TEST_TIME_AUGMENTATIONS = ("none", "hflip")  # models.tta's, named here without importing torch
 
 # Learning rates that work for each optimizer when --lr is not given.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
@@ -40,6 +41,8 @@ APPLIES_ONLY = {
     "nesterov": ("optimizer", ("sgd",)),
     "betas": ("optimizer", ("adam", "adamw")),
     "warmup_epochs": ("scheduler", ("cosine",)),
+    "ema_steps": ("ema", (True,)),
+    "ema_decay": ("ema", (True,)),
     "step_size": ("scheduler", ("step",)),
     "gamma": ("scheduler", ("step",)),
 }
@@ -98,6 +101,21 @@ class TrainConfig:
     step_size: int = option(5, "step: epochs between decays")
     gamma: float = option(0.1, "step: decay factor")
     label_smoothing: float = option(0.1, "CrossEntropyLoss label smoothing")
+    # --- regularisation (torchvision's classification reference names and semantics)
+    ema: bool = option(False, "validate, test and publish an exponential moving average of the weights")
+    ema_steps: int = option(32, "ema: optimizer steps between updates of the average (at least once per epoch)")
+    ema_decay: float = option(
+        0.9998, "ema: decay, scaled so the average spans epochs / ((1 - decay) * samples) epochs"
+    )
+    mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of image pairs (0 = off)")
+    cutmix_alpha: float = option(0.0, "cutmix: Beta(alpha, alpha) pasted patches (0 = off; with mixup, "
+                                 "each batch gets one of the two)")
+    random_erasing: float = option(0.0, "probability of erasing a random rectangle of each training image")
+    tta: str = option(
+        "none", "test-time augmentation: hflip = average each image's and its mirror's probabilities "
+        "(twice the inference cost); recorded in the artifact, so the service does the same",
+        TEST_TIME_AUGMENTATIONS
+    )
     # --- early stopping and selection (on validation accuracy)
     patience: int | None = option(
         None, "stop after this many epochs without improvement (default: never stop early)"
@@ -134,8 +152,12 @@ class TrainConfig:
         get_architecture(self.model)  # unknown names fail now, listing the valid ones
         if isinstance(self.model_kwargs, str):
             self.model_kwargs = json.loads(self.model_kwargs)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.ema_steps < 1:
+            raise ValueError("epochs, batch_size and ema_steps must be positive")
+        if not 0.0 <= self.random_erasing <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise ValueError("random_erasing must be a probability in [0, 1] and ema_decay in (0, 1)")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
         if self.patience is not None and self.patience < 1:
             # 0 would stop before the first epoch, leaving no best checkpoint to test and publish
             raise ValueError(f"patience must be at least 1 epoch, got {self.patience}; "

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +18,8 @@ from tqdm import tqdm
 from artifacts.devices import cpu_has_bf16, resolve_device
 from artifacts.preprocess import EvalTransform
 from training.data.batches import BatchLoader
+from training.data.mixing import Mixing
+from training.ema import WeightAverage
 from training.ranks import sum_across_ranks
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = False,
     description: str = "train",
-    on_step: Callable[[float], None] | None = None,
+    mixing: Mixing | None = None,
+    ema: WeightAverage | None = None,
+    global_step: int = 0,
 ) -> dict[str, float]:
-    """One pass over ``loader`` in ``train()`` mode; returns mean loss, accuracy and samples/s."""
+    """One pass over ``loader`` in ``train()`` mode; returns mean loss, accuracy and samples/s.
+
+    ``mixing`` (mixup / cutmix) mixes each normalised batch and its labels; accuracy is still
+    counted against the unmixed labels. ``ema`` is updated after every optimizer step, numbered
+    on from ``global_step`` (the steps of the epochs before)."""
     model.train()
     loss_sum = correct = count = 0.0
     started = time.perf_counter()
@@ -88,9 +95,12 @@ def train_one_epoch(
     for step, (images, labels) in enumerate(bar):
         x = runtime.prepare(images, transform)
         y = labels.to(runtime.device, non_blocking=True)
+        target = y
+        if mixing is not None:
+            x, target = mixing(x, y)  # target: (N, num_classes) probabilities
         with runtime.autocast():
             logits = model(x)  # (N, num_classes)
-            loss = criterion(logits, y)
+            loss = criterion(logits, target)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -101,14 +111,14 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.step(global_step + step + 1)
         batch_loss = loss.item()
         if not math.isfinite(batch_loss):
             raise FloatingPointError(f"loss became {batch_loss} at step {step}: lower the learning rate")
         loss_sum += batch_loss * len(y)
         correct += (logits.argmax(dim=1) == y).sum().item()
         count += len(y)
-        if on_step is not None:
-            on_step(batch_loss)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{batch_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
     seconds = time.perf_counter() - started

@@ -6,6 +6,8 @@ from torch.optim import lr_scheduler
 
 from training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 
+ONECYCLE_RISE = 0.25  # share of the run over which one-cycle raises the learning rate
+
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     lr, wd = cfg.resolved_lr, cfg.weight_decay
@@ -45,8 +47,18 @@ def build_scheduler(
         ramp = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
         return lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
     if name == "onecycle":
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.resolved_lr, total_steps=total, pct_start=0.25)
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.resolved_lr, total_steps=total,
+                                       pct_start=ONECYCLE_RISE)
     raise ValueError(f"Invalid scheduler {name!r}. Valid schedulers: {', '.join(SCHEDULERS)}.")
+
+
+def warmup_epochs(cfg: TrainConfig) -> float:
+    """How long the schedule's learning rate rises, in epochs (the EMA restarts until then)."""
+    if cfg.scheduler == "cosine":
+        return cfg.warmup_epochs
+    if cfg.scheduler == "onecycle":
+        return ONECYCLE_RISE * cfg.epochs
+    return 0.0
 
 
 def trainable_parameters(model: nn.Module, *, head: str, freeze_backbone: bool, arch_name: str):

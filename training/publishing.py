@@ -27,6 +27,7 @@ from artifacts.golden import GOLDEN_FILE, GOLDEN_SIZE, MIN_MARGIN, GoldenSet, go
 from artifacts.metadata import build_metadata
 from artifacts.preprocess import InputSpec
 from artifacts.registry import REPORT_FILE
+from models import with_test_time_augmentation
 from training.config import TrainConfig
 from training.data.fingerprint import MANIFEST_FILE
 from training.data.sources import ImageTensors
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics: dict,
                   report: dict, history: list[dict] | None = None) -> str:
     """Publish the (best) model's CPU state_dict, its report, golden set and data manifest;
-    promote it when ``cfg.promote``. Returns the version."""
+    promote it when ``cfg.promote``. Returns the version. ``model`` is the bare network (its
+    weight average under ``--ema``); ``--tta`` is recorded, and the golden set made, with it."""
     from training.report.pictures import render_pictures  # matplotlib: only when publishing
 
     cpu_model = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
@@ -45,7 +47,7 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
     metadata = build_metadata(
         name=cfg.model_name, architecture=cfg.model, architecture_kwargs=cfg.model_kwargs,
         class_labels=data.classes, input_spec=data.input_spec, metrics=metrics,
-        dataset=cfg.dataset, config=cfg.to_dict(),
+        dataset=cfg.dataset, config=cfg.to_dict(), test_time_augmentation=cfg.tta,
     )
     metadata["data"] = {"fingerprint": data.fingerprint.to_metadata() if data.fingerprint else None,
                         "counts": data.counts}
@@ -56,7 +58,8 @@ def publish_model(cfg: TrainConfig, data: DataSplits, model: nn.Module, metrics:
     # with the run, not with the version.
     metadata["history"] = [{k: v for k, v in record.items() if isinstance(v, (int, float))}
                            for record in history or []]
-    golden = choose_golden(cpu_model, data.input_spec, data.test, seed=cfg.seed)
+    golden = choose_golden(with_test_time_augmentation(cpu_model, cfg.tta), data.input_spec, data.test,
+                           seed=cfg.seed)
     files = {REPORT_FILE: json.dumps(report, indent=1).encode(), GOLDEN_FILE: golden.to_bytes(),
              **render_pictures(report, data.test.images)}
     if data.fingerprint is not None:

@@ -15,11 +15,14 @@ import models
 from artifacts.devices import is_conv_net
 from artifacts.preprocess import EvalTransform
 from artifacts.storage import safe_torch_load
+from models import with_test_time_augmentation
 from models.backbones import load_pretrained
 from training.checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from training.config import TrainConfig, check_resume_config
 from training.data.batches import BatchLoader, build_augment
+from training.data.mixing import build_mixing
 from training.data.splits import DataSplits, load_data
+from training.ema import WeightAverage
 from training.engine import (
     Runtime,
     collect_probabilities,
@@ -29,7 +32,7 @@ from training.engine import (
     train_one_epoch,
 )
 from training.metrics_log import MetricsLogger
-from training.optim import build_optimizer, build_scheduler, trainable_parameters
+from training.optim import build_optimizer, build_scheduler, trainable_parameters, warmup_epochs
 from training.publishing import publish_model
 from training.ranks import barrier, broadcast_from_main
 from training.report.metrics import build_report
@@ -102,6 +105,12 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
     optimizer = build_optimizer(params, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if runtime.autocast_dtype is torch.float16 else None
+    mixing = build_mixing(cfg, len(data.classes))
+    ema = WeightAverage(model, cfg, world_size=world_size, steps_per_epoch=len(train_loader),
+                        warmup_epochs=warmup_epochs(cfg)) if cfg.ema else None
+    # What is validated, chosen, tested and published: the weight average under --ema, and
+    # under --tta wrapped as every loader of the artifact will wrap it (models.tta).
+    evaluated = with_test_time_augmentation(ema.module if ema else model, cfg.tta)
 
     run_dir = broadcast_from_main(_run_dir(cfg))  # one clock names the run on every rank
     ckpt_dir = run_dir / "checkpoints"
@@ -113,6 +122,8 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
             scheduler.load_state_dict(resumed["scheduler_state_dict"])
         if scaler is not None and resumed.get("scaler_state_dict"):
             scaler.load_state_dict(resumed["scaler_state_dict"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema_state_dict"])
         restore_rng_states(resumed["rng_states"])
         start_epoch, global_step = resumed["epoch"] + 1, resumed["global_step"]
         best, history = resumed["best_metric"], list(resumed["history"])
@@ -131,10 +142,10 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
         train_stats = train_one_epoch(
             train_model, train_loader, optimizer=optimizer, criterion=criterion, transform=transform,
             runtime=runtime, scheduler=scheduler, scaler=scaler, progress=cfg.progress and is_main,
-            description=f"epoch {epoch + 1}/{cfg.epochs}",
+            description=f"epoch {epoch + 1}/{cfg.epochs}", mixing=mixing, ema=ema, global_step=global_step,
         )
         global_step += len(train_loader)
-        val_stats = evaluate(model, val_loader, criterion=eval_criterion, transform=transform, runtime=runtime)
+        val_stats = evaluate(evaluated, val_loader, criterion=eval_criterion, transform=transform, runtime=runtime)
         improved = val_stats["accuracy"] > best + cfg.min_delta
         if improved:
             best = val_stats["accuracy"]
@@ -149,6 +160,7 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
                 "optimizer_state_dict": optimizer.state_dict(),
                 "scheduler_state_dict": scheduler.state_dict() if scheduler else None,
                 "scaler_state_dict": scaler.state_dict() if scaler else None,
+                "ema_state_dict": ema.state_dict() if ema else None,
                 "rng_states": capture_rng_states(), "best_metric": best, "history": history,
                 "config": cfg.to_dict(),
             }
@@ -160,15 +172,17 @@ def main(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, wrap=None,
 
     best_state = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best_state["model_state_dict"])
+    if ema is not None:
+        ema.load_state_dict(best_state["ema_state_dict"])
     best_record = history[best_state["epoch"]]
     metrics, report, version = None, None, None
     if is_main:  # the test split once, whole, on the main process: its report needs every row
-        metrics, report = _test(model, data, transform, runtime)
+        metrics, report = _test(evaluated, data, transform, runtime)
         metrics.update(val_accuracy=best_record["val_accuracy"], val_loss=best_record["val_loss"],
                        best_epoch=best_state["epoch"] + 1)
         logger.finish(metrics)
         if cfg.publish:
-            version = publish_model(cfg, data, model, metrics, report, history)
+            version = publish_model(cfg, data, ema.module if ema else model, metrics, report, history)
     metrics, report, version = broadcast_from_main((metrics, report, version))
     barrier()
     return TrainResult(run_dir, best, metrics, version, len(history), data, report)

@@ -1,5 +1,6 @@
-"""``python -m training versions | promote VERSION | rollback | report [VERSION]``: which
-published version serves, and what its test split says about it.
+"""``python -m training versions | promote VERSION | rollback | report [VERSION] | export
+[VERSION]``: which published version serves, what its test split says about it, and its
+exports for serving elsewhere (ONNX, torch.export, Triton).
 
 Promote and rollback go through :func:`artifacts.production.switch_production`, the one
 implementation the service's admin endpoints use too, after verifying the artifact.
@@ -103,6 +104,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     serving = " (production)" if version == _production(directory, args.name) else ""
     print(f"{args.name} version {version}{serving}: test split")
     print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export [VERSION] --format F``: write the version's exports beside it
+    (:mod:`training.export`), after verifying the artifact as the service would."""
+    directory = registry_dir(args)
+    from training.export import FORMATS
+    from training.export.exporter import export_version
+
+    version = _published_version(directory, args.name, args.version)
+    formats = FORMATS if not args.format or "all" in args.format else args.format
+    result = export_version(directory, args.name, version, formats, opset=args.opset,
+                            max_batch_size=args.max_batch_size)
+    print(f"exported {args.name} version {version} to {result.directory}")
+    for fmt in formats:
+        entry = result.manifest["formats"][fmt]
+        parity = entry["parity"]
+        print(f"  {fmt:<13} {', '.join(entry['files'])}  (max |dp| {parity['max_abs_probability_difference']:.1e}"
+              f" on {parity['images']} images: {parity['inputs']})")
+    if "triton" in formats:
+        print(f"serve it: tritonserver --model-repository={result.directory / 'triton'}")
     return 0
 
 

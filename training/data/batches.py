@@ -6,6 +6,7 @@ Shuffling uses torch's ``DistributedSampler``: one process is simply world size 
 torchrun each rank takes its own shard with ``set_epoch`` reshuffling every epoch.
 """
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -23,13 +24,15 @@ def channel_mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[flo
 
 
 class BatchAugment:
-    """Per-sample random crop (after zero padding) and optional horizontal flip, on a whole
-    uint8 batch at once. torchvision's v2 transforms draw one set of parameters per call, which
-    on a batch tensor would shift every image of the batch the same way; this draws per image."""
+    """Per-sample random crop (after zero padding), optional horizontal flip and optional random
+    erasing, on a whole uint8 batch at once. torchvision's v2 transforms draw one set of
+    parameters per call, which on a batch tensor would shift (or erase) every image of the batch
+    the same way; this draws per image."""
 
-    def __init__(self, *, padding: int = 2, flip: bool = True) -> None:
+    def __init__(self, *, padding: int = 2, flip: bool = True, erasing: float = 0.0) -> None:
         self.padding = padding
         self.flip = flip
+        self.erasing = erasing
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = batch.shape  # (N, C, H, W)
@@ -45,7 +48,33 @@ class BatchAugment:
         if self.flip:
             mask = torch.rand(n, generator=generator) < 0.5
             batch = torch.where(mask[:, None, None, None], batch.flip(-1), batch)
+        if self.erasing:
+            batch = random_erasing(batch, self.erasing, generator)
         return batch
+
+
+def random_erasing(batch: torch.Tensor, probability: float, generator: torch.Generator, *,
+                   scale: tuple[float, float] = (0.02, 0.33),
+                   ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """torchvision's ``RandomErasing`` (Zhong et al., same ``scale`` and ``ratio`` ranges), one
+    rectangle per image with ``probability``, filled with uniform noise, drawn per image.
+
+    torchvision retries up to ten times for a rectangle that fits; here a rectangle that would
+    not fit is clipped to the image instead, which keeps the draw a fixed number of tensors."""
+    n, c, h, w = batch.shape
+    area = torch.empty(n).uniform_(*scale, generator=generator) * (h * w)
+    log_ratio = torch.empty(n).uniform_(*map(math.log, ratio), generator=generator).exp()
+    eh = (area * log_ratio).sqrt().round().clamp(1, h).long()  # (N,) rectangle heights
+    ew = (area / log_ratio).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
+    chosen = torch.rand(n, generator=generator) < probability
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows[None, :] >= top[:, None]) & (rows[None, :] < (top + eh)[:, None]))[:, :, None]
+              & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + ew)[:, None]))[:, None, :])
+    inside &= chosen[:, None, None]  # (N, H, W)
+    noise = torch.randint(0, 256, batch.shape, generator=generator, dtype=torch.uint8)
+    return torch.where(inside[:, None], noise, batch)
 
 
 class BatchLoader:
@@ -114,6 +143,7 @@ def build_augment(cfg: TrainConfig) -> BatchAugment | None:
     mode = cfg.augment
     if mode == "auto":
         mode = "crop" if cfg.dataset in ("mnist", "fashion-mnist") else "crop-flip"
-    if mode == "none":
+    if mode == "none" and not cfg.random_erasing:
         return None
-    return BatchAugment(padding=2, flip=mode == "crop-flip")
+    return BatchAugment(padding=0 if mode == "none" else 2, flip=mode == "crop-flip",
+                        erasing=cfg.random_erasing)
