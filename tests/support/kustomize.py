@@ -1,7 +1,14 @@
 """A tiny kustomize for the manifest tests: the fields ``deploy/k8s`` uses (``resources``,
 ``namespace``, ``images``, ``patches`` as JSON 6902 operations with a kind/name target), the
-way kustomize applies them, and an assertion on any other field (no renderer on PyPI runs
-here, and ``kubectl`` is not installed)."""
+way kustomize applies them, and an assertion on any other field. It lets the tests run where
+neither ``kubectl`` nor ``kustomize`` is installed (no renderer on PyPI runs here); where one
+is, tests/deploy/test_k8s.py checks that both print the same objects.
+
+Where it knowingly differs from kustomize: objects come in the order of the files (kustomize
+sorts them by kind); a patch whose target matches nothing fails here (kustomize skips it), so
+that a renamed object cannot leave an overlay's patch silently unused; and ``namespace`` treats
+every kind but Namespace as namespaced (kustomize knows all cluster-scoped built-in kinds, such
+as ClusterRole: add one to ``CLUSTER_SCOPED`` when the manifests first use it)."""
 
 from pathlib import Path
 
@@ -14,7 +21,7 @@ KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images"
 # ----------------------------------------------------------------------------- rendering
 
 def render(root: Path) -> list[dict]:
-    """The objects ``kubectl kustomize ROOT`` prints, for the supported fields."""
+    """The objects ``kubectl kustomize ROOT`` prints, for the supported fields, in file order."""
     kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
     unsupported = set(kustomization) - KUSTOMIZATION_FIELDS
     assert not unsupported, f"{root}: kustomization fields this test cannot render: {unsupported}"
@@ -37,7 +44,9 @@ def render(root: Path) -> list[dict]:
                 _apply(target, operation)
     if "namespace" in kustomization:
         for obj in objects:
-            if obj["kind"] not in CLUSTER_SCOPED:
+            if obj["kind"] == "Namespace":  # kustomize renames a Namespace object to the namespace
+                obj["metadata"]["name"] = kustomization["namespace"]
+            elif obj["kind"] not in CLUSTER_SCOPED:
                 obj["metadata"]["namespace"] = kustomization["namespace"]
     for image in kustomization.get("images", []):
         for obj in objects:

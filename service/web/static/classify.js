@@ -57,16 +57,23 @@ async function classifyAll(context, files) {
     results.append(card.element);
     return () => classifyOne(context, file, card);
   });
-  let done = 0;
-  status(`Classifying ${files.length} image${files.length === 1 ? "" : "s"}…`);
+  let classified = 0;
+  let failed = 0;
+  status(`Classifying ${plural(files.length)}…`);
   const worker = async () => {
     while (jobs.length) {
-      await jobs.shift()();
-      done += 1;
+      if (await jobs.shift()()) classified += 1;
+      else failed += 1;
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL, jobs.length) }, worker));
-  status(`Classified ${done} image${done === 1 ? "" : "s"}.`);
+  // An error is said on its card; the summary must not count it as classified.
+  status(failed ? `Classified ${plural(classified)}; ${plural(failed)} could not be classified.`
+    : `Classified ${plural(classified)}.`);
+}
+
+function plural(count) {
+  return `${count} image${count === 1 ? "" : "s"}`;
 }
 
 function newCard(file) {
@@ -91,6 +98,7 @@ function topK(context) {
   return Math.min(Math.max(Number.isFinite(value) ? value : 3, 1), classes);
 }
 
+/** Classify one file into its card; true when it was classified, false on an error. */
 async function classifyOne(context, file, card) {
   card.element.setAttribute("aria-busy", "true");
   card.outcome.replaceChildren(el("p", { class: "muted", text: "Classifying…" }));
@@ -98,6 +106,7 @@ async function classifyOne(context, file, card) {
     const { answer, requestId, ms } = await predict(file, { topK: topK(context), model: context.selected });
     card.element.dataset.state = "classified";
     card.outcome.replaceChildren(...await answerParts(context, file, answer, requestId, ms));
+    return true;
   } catch (error) {
     card.element.dataset.state = "error";
     const retry = el("button", { type: "button", class: "secondary", text: "Try again" });
@@ -105,6 +114,7 @@ async function classifyOne(context, file, card) {
     const canRetry = !(error instanceof ApiError) || error.status === 503;
     card.outcome.replaceChildren(el("p", { class: "error", role: "alert", text: errorText(error) }));
     if (canRetry) card.outcome.append(retry);
+    return false;
   } finally {
     card.element.removeAttribute("aria-busy");
   }
