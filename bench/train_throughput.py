@@ -34,13 +34,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
 from artifacts.preprocess import EvalTransform, InputSpec  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data.batches import BatchAugment, BatchLoader, channel_mean_std  # noqa: E402
+from training.data.batches import BatchAugment, BatchLoader, build_augment, channel_mean_std  # noqa: E402
+from training.data.mixing import build_mixing  # noqa: E402
 from training.data.sources import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx_dir, load_idx_split  # noqa: E402
+from training.ema import WeightAverage  # noqa: E402
 from training.engine import (
     resolve_runtime,  # noqa: E402
     train_one_epoch,  # noqa: E402
 )
-from training.optim import build_optimizer  # noqa: E402
+from training.optim import build_optimizer, warmup_epochs  # noqa: E402
+from training.recipes import with_recipe  # noqa: E402
+
+# The default recipe before the recipe issue (wide_cnn, crops only) against each named recipe
+# now, as `python -m training train [--recipe NAME]` runs it.
+OLD_DEFAULT = {"augment": "crop", "ema": False, "tta": "none", "random_erasing": 0.0,
+               "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
 
 
 def torchvision_root(data_dir: Path | None, workdir: Path) -> tuple[Path, str]:
@@ -106,12 +114,39 @@ def pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_s
     return len(data) / (time.perf_counter() - started)
 
 
+def recipe_pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, samples: int,
+                    cfg: TrainConfig) -> float:
+    """One epoch of a whole recipe's training step (its model, batch size, augmentation,
+    mixing and weight average, as training.train builds them) on ``samples`` images; samples/s."""
+    from training.data.sources import ImageTensors
+
+    data = ImageTensors(train[:samples], labels[:samples])
+    model = models.build_model(cfg.model, num_classes=10, in_channels=1, image_size=(28, 28), **cfg.model_kwargs)
+    runtime = resolve_runtime(device="cpu", precision=cfg.precision, channels_last=True)
+    model = model.to(memory_format=torch.channels_last) if runtime.channels_last else model
+    loader = BatchLoader(data, batch_size=cfg.batch_size, shuffle=True, seed=0, augment=build_augment(cfg))
+    ema = WeightAverage(model, cfg, world_size=1, steps_per_epoch=len(loader),
+                        warmup_epochs=warmup_epochs(cfg)) if cfg.ema else None
+    started = time.perf_counter()
+    train_one_epoch(model, loader, optimizer=build_optimizer(model.parameters(), cfg),
+                    criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                    transform=EvalTransform(spec=spec), runtime=runtime, mixing=build_mixing(cfg, 10), ema=ema)
+    return len(data) / (time.perf_counter() - started)
+
+
+def recipe_config(name: str, overrides: dict | None = None) -> TrainConfig:
+    defaults = {f: getattr(TrainConfig(), f) for f in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**with_recipe(defaults, {"recipe": name, **(overrides or {})}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=20000, help="training samples per measurement")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--recipe-samples", type=int, default=10000,
+                        help="training samples per measurement of the recipe rows (wide_cnn is slower)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -134,6 +169,12 @@ def main() -> None:
             "pipeline b256 precision=auto + crop augmentation": lambda: pipeline(
                 decoded.images, decoded.labels, spec, 256, args.samples, "auto", augment=True),
         }
+        recipes = {"recipe: old default (wide_cnn, crops)": recipe_config("standard", OLD_DEFAULT),
+                   "recipe: standard (the default now)": recipe_config("standard"),
+                   "recipe: long": recipe_config("long")}
+        for name, cfg in recipes.items():
+            contenders[name] = lambda cfg=cfg: recipe_pipeline(decoded.images, decoded.labels, spec,
+                                                               args.recipe_samples, cfg)
         results: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(args.rounds):
             for name, run in contenders.items():

@@ -31,7 +31,8 @@ class FlipAveraged(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W)
         both = self.model(torch.cat([x, x.flip(-1)]))  # (2N, K): one batch, one pass
         log_probs = both.float().log_softmax(dim=1)
-        original, mirrored = log_probs.chunk(2)
+        # unflatten, not chunk(2): torch.export would read chunk's split size as a fixed batch of 2
+        original, mirrored = log_probs.unflatten(0, (2, -1)).unbind(0)
         return torch.logaddexp(original, mirrored) - math.log(2.0)
 
 

@@ -23,6 +23,7 @@ from typing import Union, get_args, get_origin
 
 from training.config import DATASETS, TrainConfig
 from training.export import DEFAULT_MAX_BATCH_SIZE, DEFAULT_OPSET, FORMATS
+from training.recipes import with_recipe
 from training.versions import cmd_export, cmd_report, cmd_switch, cmd_versions, registry_dir
 
 log = logging.getLogger("training")
@@ -80,12 +81,14 @@ def explicit_options(train_argv: list[str]) -> dict:
 
 
 def resolve_train_config(args: argparse.Namespace, train_argv: list[str]) -> TrainConfig:
-    """The command line's config; with ``--resume``, the checkpoint's own config with only the
+    """The command line's config (the options given laid over ``--recipe``'s values, laid over
+    the defaults: :func:`training.recipes.with_recipe`); with ``--resume``, the checkpoint's own config with only the
     options given explicitly laid over it, so ``--resume last.pt`` alone continues that run.
     Training then refuses overrides that would not continue it exactly
     (:func:`~training.config.check_resume_config`), exit status 2 like every config error."""
     if not args.resume:
-        return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+        defaults = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+        return TrainConfig(**with_recipe(defaults, explicit_options(train_argv)))
     from training.checkpoint import load_checkpoint
 
     saved = load_checkpoint(Path(args.resume))["config"]

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from training.recipes import RECIPE_NAMES
+
 # Free of torch on purpose: ``python -m training --help`` builds its options from this module
 # and answers at once. The data sources (``training.data.sources``) take their names from here.
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "imagefolder")
@@ -88,6 +90,10 @@ class TrainConfig:
     )
     freeze_backbone: bool = option(False, "train the classifier head only (transfer learning)")
     # --- optimisation
+    recipe: str = option(
+        "standard", "named option values laid under the options given (training.recipes): standard = "
+        "the options' own values; long = wider, 40 epochs, flips, erasing, EMA and TTA (docs/training.md)", RECIPE_NAMES
+    )
     epochs: int = option(15, "number of epochs")
     batch_size: int = option(256, "batch size (per process under torchrun)")
     optimizer: str = option("sgd", "optimizer name", OPTIMIZERS)

@@ -18,7 +18,7 @@ from training.cli import build_parser, main
 from training.train import main as train_main
 
 TRAIN = [sys.executable, "-m", "training", "train"]
-COMMANDS = ("train", "predict", "versions", "promote", "rollback", "report", "summary", "schedule")
+COMMANDS = ("train", "predict", "versions", "promote", "rollback", "report", "export", "summary", "schedule")
 
 
 def run(args, cwd):

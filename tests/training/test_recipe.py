@@ -139,3 +139,33 @@ def test_mixing_gives_label_distributions(tiny_config):
 def test_invalid_regulariser_values_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def _cli_config(*options: str) -> TrainConfig:
+    from training.cli import build_parser, resolve_train_config
+
+    argv = ["train", *options]
+    return resolve_train_config(build_parser().parse_args(argv), argv[1:])
+
+
+def test_a_named_recipe_lies_under_the_options_given():
+    from training.recipes import RECIPES
+
+    long = _cli_config("--recipe", "long")
+    assert all(getattr(long, name) == value for name, value in RECIPES["long"].items())
+    cut = _cli_config("--recipe", "long", "--epochs", "3", "--no-ema")
+    assert (cut.epochs, cut.ema, cut.model_kwargs) == (3, False, RECIPES["long"]["model_kwargs"])
+    assert _cli_config() == TrainConfig()  # default is TrainConfig's own defaults
+
+
+def test_the_retraining_job_takes_a_recipe_from_the_environment(monkeypatch):
+    from training.recipes import RECIPES
+    from training.retrain.settings import load_recipe
+
+    monkeypatch.setenv("TRAIN_RECIPE", "long")
+    monkeypatch.setenv("TRAIN_EPOCHS", "4")
+    recipe = load_recipe()
+    assert (recipe["recipe"], recipe["epochs"], recipe["tta"]) == ("long", 4, RECIPES["long"]["tta"])
+    monkeypatch.setenv("TRAIN_RECIPE", "fastest")
+    with pytest.raises(ValueError, match="recipe"):
+        load_recipe()

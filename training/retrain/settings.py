@@ -23,6 +23,7 @@ from pydantic import AliasChoices, Field, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.config import TrainConfig
+from training.recipes import with_recipe
 
 RECIPE_PREFIX = "TRAIN_"
 # TrainConfig fields the job sets itself: settable through TRAIN_* they would break its contract.
@@ -204,6 +205,9 @@ def load_recipe() -> dict[str, Any]:
     """The training recipe from ``TRAIN_*`` variables, validated through TrainConfig now (an
     unknown model or optimizer fails at start-up, not at the first tick hours later)."""
     _check_unknown_recipe_variables()
-    recipe = recipe_settings_class()().model_dump()
+    settings = recipe_settings_class()()
+    values = settings.model_dump()
+    # TRAIN_RECIPE's values lie under the TRAIN_* variables set, as --recipe's do under options
+    recipe = with_recipe(values, {name: values[name] for name in settings.model_fields_set})
     TrainConfig(**recipe)
     return recipe

@@ -1,0 +1,36 @@
+"""Named recipes: ``--recipe standard|long`` (``TRAIN_RECIPE`` for the retraining job).
+
+A recipe is a set of option values laid over TrainConfig's defaults; options given explicitly
+(on the command line, or as ``TRAIN_*`` variables) are laid over the recipe, so
+``--recipe long --epochs 10`` is the long recipe cut to 10 epochs. ``standard`` is TrainConfig's
+own defaults: the recipe a plain ``python -m training train`` runs. The measured accuracy and
+time of each are in docs/training.md ("Recipes").
+
+This module imports nothing heavy: the command line reads it before torch is imported.
+"""
+
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "standard": {},
+    # For when an hour of CPU (a minute or two of GPU) is worth the last point: a wider
+    # network, more epochs, flips and erasing to keep it from over-fitting them.
+    "long": {
+        "epochs": 40,
+        "model_kwargs": {"width": 48},
+        "augment": "crop-flip",
+        "random_erasing": 0.25,
+        "ema": True,
+        "tta": "hflip",
+    },
+}
+RECIPE_NAMES = tuple(RECIPES)
+
+
+def with_recipe(defaults: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig values: ``defaults`` (every field), the recipe that ``explicit`` names (or
+    ``defaults`` names) over them, and ``explicit`` (the options the user gave) over both."""
+    name = explicit.get("recipe", defaults.get("recipe", "standard"))
+    if name not in RECIPES:
+        raise ValueError(f"Invalid recipe {name!r}. Valid choices: {', '.join(RECIPE_NAMES)}.")
+    return {**defaults, **RECIPES[name], **explicit, "recipe": name}
