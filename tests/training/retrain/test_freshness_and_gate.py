@@ -1,5 +1,6 @@
-"""What a scheduled run learns from: it skips data production has already seen, trains when
-feedback arrives (and says how much is new), and refuses a candidate that got worse on one class."""
+"""What a scheduled run learns from: it skips data production (or the last candidate kept out)
+has already seen, trains when feedback arrives (and says how much is new), and refuses a
+candidate that got worse on one class."""
 
 import pytest
 from support.feedback import stripe_feedback
@@ -62,6 +63,13 @@ def test_a_candidate_that_regresses_one_class_is_refused_by_name(job_env, tmp_pa
     assert blocking["production"] - blocking["candidate"] > report["gate"]["max_class_drop"]
     assert "'vstripes' recall fell from" in report["reason"]
     assert set(report["gate"]["classes"]) == {"checks", "hstripes", "vstripes"}
+
+    # Nothing new since: training again would publish the same candidate and keep it out again.
+    job_env(SCHEDULE_FORCE="false")
+    assert run_schedule(once=True) == EXIT_OK
+    again = reports(job_env.registry)[-1]
+    assert again["status"] == "skipped" and "v2's, the last candidate" in again["reason"]
+    assert registry.list_versions(job_env.registry, NAME) == ["1", "2"]
 
 
 @pytest.mark.parametrize(("candidate", "blocked"), [
