@@ -149,10 +149,14 @@ class RetrainRun:
             baseline = score.test_accuracy if (comparable and score) else None
             promote, reason = decide(candidate_accuracy, baseline, margin=s.promotion_margin,
                                      floor=s.min_accuracy)
-        if promote and comparable and score is not None and score.class_recalls and result.report:
-            promote, class_reason, report["gate"] = decide_classes(
+        if comparable and score is not None and score.class_recalls and result.report:
+            # judged even when overall accuracy already keeps the candidate: the report then
+            # still shows every class's two recalls
+            classes_pass, class_reason, report["gate"] = decide_classes(
                 class_recalls(result.report), score.class_recalls, max_drop=s.max_class_drop)
-            reason = f"{reason}; {class_reason}" if promote else class_reason
+            if promote:
+                promote = classes_pass
+                reason = f"{reason}; {class_reason}" if promote else class_reason
         if promote:
             promote, reason = self._promote_unless_changed(current, result.version, reason)
         if promote:

@@ -31,6 +31,7 @@ def test_unchanged_data_is_skipped_new_feedback_is_learned_and_force_trains(job_
     learned = reports(job_env.registry)[-1]
     assert learned["status"] in ("promoted", "kept") and learned["candidate"]["version"] == "2"
     assert learned["data"]["new_samples"] == {"imagefolder": 0, "feedback": 30}
+    assert set(learned["gate"]["classes"]) == {"checks", "hstripes", "vstripes"}  # kept or not
     assert learned["data"]["samples"]["feedback"] == 30
     metadata = read_metadata(job_env.registry / NAME / "2")
     counts = metadata["data"]["counts"]["feedback"]
