@@ -6,9 +6,8 @@ must spare the versions rollback can reach."""
 import json
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +23,7 @@ from artifacts.registry import (
     read_production,
     validate_version,
 )
-from artifacts.storage import atomic_write_bytes, fsync_dir
+from artifacts.storage import atomic_write_bytes, fsync_dir, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +190,14 @@ def prune_versions(registry: Path, name: str, keep: int) -> list[str]:
     for version in versions:
         if version in kept:
             continue
-        _remove_tree(directory / version)
+        remove_tree(directory / version)
         removed.append(version)
     exports = directory / EXPORTS_DIR
     if exports.is_dir():
-        for export in exports.iterdir():  # hidden names are an export's staging: not ours
+        for export in exports.iterdir():  # hidden names are locks and an export's staging
             if export.is_dir() and export.name.isdigit() and not (directory / export.name).is_dir():
-                _remove_tree(export)
+                with export_lock(registry, name, export.name):  # not while it is being written
+                    remove_tree(export)
         fsync_dir(exports)
     if removed:
         fsync_dir(directory)
@@ -206,9 +206,15 @@ def prune_versions(registry: Path, name: str, keep: int) -> list[str]:
     return removed
 
 
-def _remove_tree(path: Path) -> None:
-    """Delete a directory after renaming it to a hidden name beside it, so that readers see it
-    complete or gone, never half-deleted."""
-    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+@contextmanager
+def export_lock(registry: Path, name: str, version: str) -> Iterator[None]:
+    """Hold the flock that serialises writing (``python -m training export``) and pruning
+    ``exports/<version>``: on a sibling file, ``exports/.<version>.lock``, since the directory
+    itself is swapped whole."""
+    exports = model_dir(registry, name) / EXPORTS_DIR
+    exports.mkdir(parents=True, exist_ok=True)
+    fd = open_locked(exports / f".{validate_version(version)}.lock", os.O_RDWR | os.O_CREAT, wait=True)
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -60,10 +60,7 @@ def replace_directory(source: Path, target: Path) -> None:
     between the two renames none, never a mix of both or a half-written one.
     """
     source, target = Path(source), Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".trash-{target.name}-{uuid.uuid4().hex}")
-        os.rename(target, old)
+    old = _aside(target) if target.exists() else None
     try:
         os.rename(source, target)
     except BaseException:
@@ -73,6 +70,19 @@ def replace_directory(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory after renaming it to a hidden name beside it, so that readers see it
+    complete or gone, never half-deleted."""
+    shutil.rmtree(_aside(Path(path)), ignore_errors=True)
+
+
+def _aside(path: Path) -> Path:
+    """Rename ``path`` to a hidden ``.trash-<name>-<random>`` beside it; returns the new path."""
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex}")
+    os.rename(path, trash)
+    return trash
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

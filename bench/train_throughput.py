@@ -4,10 +4,13 @@ The seeds' loop: torchvision ``FashionMNIST`` with ``ToTensor()`` per sample, ``
 batch 64, the 784-512-512-10 MLP, SGD, ``loss.item()`` every batch. This pipeline: the idx
 files decoded once into a uint8 tensor, ``training.data.batches.BatchLoader`` (whole-batch gather
 and, in one extra row, crop augmentation), ``EvalTransform`` normalisation and ``training.engine.train_one_epoch``
-with the precision ``auto`` picks. Rounds alternate between contenders so that noise from a
-shared machine hits both alike; the table reports medians and their ratio.
+with the precision ``auto`` picks. Then one row per named recipe (``--recipe standard|long``):
+its whole training step (model, batch size, augmentation, mixing, weight average) on
+``--recipe-samples`` images, the figure that tells what an epoch of each costs. Rounds
+alternate between contenders so that noise from a shared machine hits all alike; the table
+reports medians and their ratio to the seeds' loop.
 
-    python bench/train_throughput.py [--data-dir DIR] [--rounds 3] [--samples 20000]
+    python bench/train_throughput.py [--data-dir DIR] [--rounds 3] [--samples 20000] [--recipe-samples 10000]
 
 Uses the real Fashion-MNIST (Debian's /usr/share/datasets/fashion-mnist, or --data-dir in
 Debian or torchvision layout); without it, generated images of the same shape, and says so.
@@ -20,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +47,7 @@ from training.engine import (
     train_one_epoch,  # noqa: E402
 )
 from training.optim import build_optimizer, warmup_epochs  # noqa: E402
-from training.recipes import with_recipe  # noqa: E402
-
-# The default recipe before the recipe issue (wide_cnn, crops only) against each named recipe
-# now, as `python -m training train [--recipe NAME]` runs it.
-OLD_DEFAULT = {"augment": "crop", "ema": False, "tta": "none", "random_erasing": 0.0,
-               "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+from training.recipes import RECIPE_NAMES, with_recipe  # noqa: E402
 
 
 def torchvision_root(data_dir: Path | None, workdir: Path) -> tuple[Path, str]:
@@ -135,7 +134,7 @@ def recipe_pipeline(train: torch.Tensor, labels: torch.Tensor, spec: InputSpec, 
 
 
 def recipe_config(name: str, overrides: dict | None = None) -> TrainConfig:
-    defaults = {f: getattr(TrainConfig(), f) for f in TrainConfig.__dataclass_fields__}
+    defaults = asdict(TrainConfig())
     return TrainConfig(**with_recipe(defaults, {"recipe": name, **(overrides or {})}))
 
 
@@ -169,9 +168,8 @@ def main() -> None:
             "pipeline b256 precision=auto + crop augmentation": lambda: pipeline(
                 decoded.images, decoded.labels, spec, 256, args.samples, "auto", augment=True),
         }
-        recipes = {"recipe: old default (wide_cnn, crops)": recipe_config("standard", OLD_DEFAULT),
-                   "recipe: standard (the default now)": recipe_config("standard"),
-                   "recipe: long": recipe_config("long")}
+        # each named recipe's training step, as `python -m training train --recipe NAME` runs it
+        recipes = {f"recipe {name}": recipe_config(name) for name in RECIPE_NAMES}
         for name, cfg in recipes.items():
             contenders[name] = lambda cfg=cfg: recipe_pipeline(decoded.images, decoded.labels, spec,
                                                                args.recipe_samples, cfg)

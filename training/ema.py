@@ -4,7 +4,8 @@ The averaged copy, not the raw weights, is what gets validated, chosen, tested a
 under ``--ema``: late in a run SGD's weights jitter around a minimum and their average sits
 nearer its centre. Three choices follow ``references/classification/train.py``:
 
-- the average is updated every ``ema_steps`` optimizer steps (cheap on a CPU);
+- the average is updated every ``ema_steps`` optimizer steps (cheap on a CPU), and at the end
+  of every epoch;
 - its per-update weight is scaled by ``batch_size * ema_steps / epochs`` (times the world
   size), so the average spans about ``epochs / ((1 - ema_decay) * training samples)`` epochs
   whatever the batch size: a fixed share of the run, not a fixed number of steps;
@@ -29,12 +30,13 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, world_size: int, steps_per_epoch: int,
                  warmup_epochs: float) -> None:
-        adjust = world_size * cfg.batch_size * cfg.ema_steps / cfg.epochs
-        alpha = min(1.0, (1.0 - cfg.ema_decay) * adjust)
-        self.source = model
-        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(1.0 - alpha), use_buffers=True)
         # at least once per epoch, or a run of a few steps would publish its initial weights
         self.every = max(1, min(cfg.ema_steps, steps_per_epoch))
+        self.steps_per_epoch = steps_per_epoch
+        adjust = world_size * cfg.batch_size * self.every / cfg.epochs
+        alpha = min(1.0, (1.0 - cfg.ema_decay) * adjust)  # 1 in very short runs: the last weights
+        self.source = model
+        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(1.0 - alpha), use_buffers=True)
         self.warmup_steps = int(warmup_epochs * steps_per_epoch)
 
     @property
@@ -43,8 +45,9 @@ class WeightAverage:
         return self.averaged.module
 
     def step(self, global_step: int) -> None:
-        """After optimizer step number ``global_step`` of the run (counted from 1)."""
-        if global_step % self.every:
+        """After optimizer step number ``global_step`` of the run (counted from 1). The last
+        step of every epoch updates too, so what an epoch's end evaluates holds its last weights."""
+        if global_step % self.every and global_step % self.steps_per_epoch:
             return
         self.averaged.update_parameters(self.source)
         if global_step <= self.warmup_steps:

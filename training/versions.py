@@ -115,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.export.exporter import export_version
 
     version = _published_version(directory, args.name, args.version)
-    formats = FORMATS if not args.format or "all" in args.format else args.format
+    formats = FORMATS if not args.format or "all" in args.format else list(dict.fromkeys(args.format))
     result = export_version(directory, args.name, version, formats, opset=args.opset,
                             max_batch_size=args.max_batch_size)
     print(f"exported {args.name} version {version} to {result.directory}")

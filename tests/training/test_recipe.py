@@ -155,7 +155,11 @@ def test_a_named_recipe_lies_under_the_options_given():
     assert all(getattr(long, name) == value for name, value in RECIPES["long"].items())
     cut = _cli_config("--recipe", "long", "--epochs", "3", "--no-ema")
     assert (cut.epochs, cut.ema, cut.model_kwargs) == (3, False, RECIPES["long"]["model_kwargs"])
-    assert _cli_config() == TrainConfig()  # default is TrainConfig's own defaults
+    assert _cli_config() == TrainConfig()  # standard is TrainConfig's own defaults
+    with pytest.raises(ValueError, match="MNIST takes no flips"):
+        _cli_config("--recipe", "long", "--dataset", "mnist")
+    other = _cli_config("--recipe", "long", "--model", "mlp")  # the recipe's width is wide_cnn's
+    assert (other.model, other.model_kwargs, other.epochs) == ("mlp", {}, RECIPES["long"]["epochs"])
 
 
 def test_the_retraining_job_takes_a_recipe_from_the_environment(monkeypatch):

@@ -56,8 +56,10 @@ class BatchAugment:
 def random_erasing(batch: torch.Tensor, probability: float, generator: torch.Generator, *,
                    scale: tuple[float, float] = (0.02, 0.33),
                    ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
-    """torchvision's ``RandomErasing`` (Zhong et al., same ``scale`` and ``ratio`` ranges), one
-    rectangle per image with ``probability``, filled with uniform noise, drawn per image.
+    """Random erasing as torchvision's ``RandomErasing`` (Zhong et al., same ``scale`` and
+    ``ratio`` ranges), one rectangle per image with ``probability``, drawn per image. Unlike
+    torchvision's reference, which erases after normalisation with zeros, this erases the uint8
+    image with uniform noise (before normalisation, as Zhong et al. fill with random values).
 
     torchvision retries up to ten times for a rectangle that fits; here a rectangle that would
     not fit is clipped to the image instead, which keeps the draw a fixed number of tensors."""
@@ -134,7 +136,7 @@ class BatchLoader:
 
 
 def build_augment(cfg: TrainConfig) -> BatchAugment | None:
-    """Random crops, plus flips for photos (CIFAR-10, ImageFolder).
+    """Random crops, plus flips for photos (CIFAR-10, ImageFolder), and ``--random-erasing``.
 
     The MNIST family gets crops only: a mirrored 2 is no 2, and on Fashion-MNIST flips
     over-regularise the 15-epoch recipe (measured: 93.09% / 93.11% test with crops only against

@@ -1,12 +1,14 @@
-"""``export_version``: build the asked formats aside, check each against the model, then put
-them in place, one format at a time, and write the manifest last.
+"""``export_version``: build the whole new ``exports/<version>/`` aside, check every format
+against the model, then swap it in at once.
 
-Every format is made in a staging directory inside ``exports/<version>/`` (same filesystem) and
-must give the model's probabilities within :data:`PARITY_TOLERANCE` on the version's golden set
-(held-out test images), at batch 1 and at the full set, before anything is moved into place:
-``model.onnx`` and ``model.pt2`` by ``os.replace``, ``triton/`` by a directory swap
-(:func:`artifacts.storage.replace_directory`). A failed export leaves the previous exports as
-they were. An flock on the export directory serialises two exports of one version.
+The staging directory sits beside ``exports/<version>/`` (same filesystem). Every format asked
+for is made there and must give the model's probabilities within :data:`PARITY_TOLERANCE` on
+the version's golden set (held-out test images), at batch 1 and at the full set; the formats
+exported earlier and not asked for now are hard-linked in (when their files still match the
+manifest), the manifest is written, and the directory replaces the old one in one swap
+(:func:`artifacts.storage.replace_directory`). A reader sees the old exports or the new ones,
+never a mix; a failed export leaves the old ones as they were. The flock of
+:func:`artifacts.production.export_lock` serialises exports of one version and pruning it.
 """
 
 import json
@@ -15,7 +17,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ import numpy as np
 import torch
 
 from artifacts.golden import golden_probabilities
-from artifacts.locks import open_locked
 from artifacts.metadata import TTA_FIELD
 from artifacts.preprocess import EvalTransform
-from artifacts.registry import Artifact, exports_dir, load_artifact
-from artifacts.storage import replace_directory
+from artifacts.production import export_lock
+from artifacts.registry import Artifact, exports_dir, list_versions, load_artifact
+from artifacts.storage import replace_directory, sha256_file
 from training.export import DEFAULT_MAX_BATCH_SIZE, DEFAULT_OPSET, FORMATS
 from training.export.errors import ExportError
 from training.export.manifest import NORMALISATION, contract, format_entry, read_manifest, write_manifest
@@ -65,20 +66,17 @@ def export_version(registry: Path, name: str, version: str, formats: Iterable[st
         require_onnx(opset=opset)  # before the model loads: a missing extra fails at once
     artifact = load_artifact(registry, name, version)
     directory = exports_dir(registry, name, version)
-    directory.mkdir(parents=True, exist_ok=True)
-    with _locked(directory):
-        _clear_leftovers(directory, artifact)
-        staging = directory / f".staging-{uuid.uuid4().hex}"
+    with export_lock(registry, name, version):
+        if version not in list_versions(registry, name):
+            raise ExportError(f"{name} version {version} was pruned while it was being loaded; nothing exported")
+        _clear_leftovers(directory)
+        staging = directory.with_name(f".staging-{version}-{uuid.uuid4().hex}")
         staging.mkdir()
         try:
             entries = _build(artifact, formats, staging, opset=opset, max_batch_size=max_batch_size)
-            for fmt in formats:  # checked, all of them: now into place, each at once
-                if fmt == "triton":
-                    replace_directory(staging / TRITON_DIR, directory / TRITON_DIR)
-                else:
-                    target = ONNX_FILE if fmt == "onnx" else PROGRAM_FILE
-                    os.replace(staging / target, directory / target)
-            manifest = write_manifest(directory, header=_header(artifact), formats=entries)
+            kept = _link_earlier_formats(directory, staging, artifact, skip=formats)
+            manifest = write_manifest(staging, header=_header(artifact), formats={**kept, **entries})
+            replace_directory(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s version %s as %s to %s", name, version, ", ".join(formats), directory)
@@ -175,34 +173,35 @@ def _onnx_metadata(artifact: Artifact) -> dict[str, str]:
             "output": "logits: softmax over the last axis gives the class probabilities"}
 
 
-def _clear_leftovers(directory: Path, artifact: Artifact) -> None:
-    """Under the lock: remove what a crashed export left (staging and trash directories), and
-    exports of other weights under this version number (a registry rebuilt by hand)."""
-    for path in directory.iterdir():
-        if path.name.startswith((".staging-", ".trash-")):
+def _clear_leftovers(directory: Path) -> None:
+    """Under the lock: remove what a crashed export of this version left beside ``directory``
+    (its staging and trash directories)."""
+    for prefix in (f".staging-{directory.name}-", f".trash-{directory.name}-"):
+        for path in directory.parent.glob(f"{prefix}*"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _link_earlier_formats(directory: Path, staging: Path, artifact: Artifact, *,
+                          skip: list[str]) -> dict[str, dict[str, Any]]:
+    """Hard-link into ``staging`` the files of the formats exported earlier (not in ``skip``)
+    whose files still match the manifest; returns their manifest entries. Exports of other
+    weights under this version number (a registry rebuilt by hand) are dropped."""
     manifest = read_manifest(directory)
-    source = (manifest or {}).get("source") or {}
-    if manifest is not None and source.get("weights_sha256") != artifact.sha256:
-        log.warning("%s: exports of other weights (sha256 %.12s...) removed", directory,
-                    source.get("weights_sha256"))
-        for path in directory.iterdir():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+    if manifest is None:
+        return {}
+    if (manifest.get("source") or {}).get("weights_sha256") != artifact.sha256:
+        log.warning("%s: exports of other weights dropped", directory)
+        return {}
+    kept = {}
+    for fmt, entry in (manifest.get("formats") or {}).items():
+        files = (entry or {}).get("files") if isinstance(entry, dict) else None
+        if fmt in skip or not files or not all(
+                (directory / f).is_file() and sha256_file(directory / f) == digest for f, digest in files.items()):
+            continue
+        for f in files:
+            (staging / f).parent.mkdir(parents=True, exist_ok=True)
+            os.link(directory / f, staging / f)
+        kept[fmt] = entry
+    return kept
 
 
-@contextmanager
-def _locked(directory: Path):
-    """An exclusive flock on the export directory for the whole export (see artifacts.locks)."""
-    try:
-        fd = open_locked(directory, os.O_RDONLY | os.O_DIRECTORY, wait=True)
-    except OSError as exc:  # a filesystem without locks (some network mounts)
-        log.warning("%s: cannot lock (%s); exporting unlocked", directory, exc)
-        fd = None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)

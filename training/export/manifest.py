@@ -70,18 +70,8 @@ def format_entry(directory: Path, files: list[Path], **details: Any) -> dict[str
 
 
 def write_manifest(directory: Path, *, header: dict[str, Any], formats: dict[str, dict[str, Any]]) -> dict:
-    """Write ``export.json``: ``header`` (source and contract), the ``formats`` exported now,
-    and the entries of earlier exports whose files are all still there unchanged."""
-    previous = read_manifest(directory) or {}
-    kept = {}
-    for fmt, entry in (previous.get("formats") or {}).items():
-        if fmt in formats or not isinstance(entry, dict):
-            continue
-        files = entry.get("files") or {}
-        if files and all((directory / f).is_file() and sha256_file(directory / f) == digest
-                         for f, digest in files.items()):
-            kept[fmt] = entry
-    manifest = {"manifest_version": MANIFEST_VERSION, **header,
-                "formats": dict(sorted({**kept, **formats}.items()))}
+    """Write ``export.json`` in ``directory``: ``header`` (source and contract) and the
+    ``formats`` it holds; returns the manifest."""
+    manifest = {"manifest_version": MANIFEST_VERSION, **header, "formats": dict(sorted(formats.items()))}
     atomic_write_bytes(directory / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

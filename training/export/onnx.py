@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.export.errors import ExportError
+from training.export.errors import ExportError, first_line
 
 REQUIRED = ("onnx", "onnxscript", "onnxruntime")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -59,7 +59,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, opset: i
                 dynamic_shapes=({0: batch},),  # by position: the forward's argument name is the model's
                 opset_version=opset, external_data=False, verbose=False)
     except Exception as exc:  # the exporter raises its own error types, several layers deep
-        raise ExportError(f"the ONNX exporter failed: {_first_line(exc)}") from exc
+        raise ExportError(f"the ONNX exporter failed: {first_line(exc)}") from exc
     program.model.metadata_props.update(metadata)
     program.save(path, external_data=False)
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -72,7 +72,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, opset: i
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # onnx.checker.ValidationError, shape inference errors
-        raise ExportError(f"the ONNX graph fails onnx.checker: {_first_line(exc)}") from exc
+        raise ExportError(f"the ONNX graph fails onnx.checker: {first_line(exc)}") from exc
 
 
 def onnx_probabilities(path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,8 +111,3 @@ def _quiet(*names: str):
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

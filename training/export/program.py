@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.export.errors import ExportError
+from training.export.errors import ExportError, first_line
 
 BATCH_AXIS = "batch"
 
@@ -27,9 +27,7 @@ def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch.export raises UserError, GuardOnDataDependent, ... deep inside
-        text = str(exc).strip()
-        raise ExportError("torch.export could not trace the model with a dynamic batch: "
-                          f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+        raise ExportError(f"torch.export could not trace the model with a dynamic batch: {first_line(exc)}") from exc
     torch.export.save(program, path)
 
 

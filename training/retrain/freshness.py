@@ -3,8 +3,8 @@ against the last candidate's.
 
 A scheduled run first loads its data (the same splits it then trains on) and compares the
 fingerprint (:mod:`training.data.fingerprint`) and the recipe with what production recorded.
-Equal means the run would repeat production's training, or that of the last candidate the
-gate kept out (a newer version than production): it is skipped, with the reason in the
+Equal means the run would repeat production's training, or that of the candidate the last
+run judged and kept out: it is skipped, with the reason in the
 report, unless forced (``SCHEDULE_FORCE=true``, ``schedule --force``): retraining exists
 because data grew or the world drifted, and a day of CPU spent re-learning the same data buys
 nothing but seed noise. Either way the report says how many samples each source has and how
@@ -13,6 +13,7 @@ many of them production never saw.
 
 import json
 import logging
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def describe_data(registry_dir: Path, name: str, production: str | None, cfg: TrainConfig,
-                  data: DataSplits) -> tuple[dict[str, Any], str | None]:
-    """(the report's ``data`` section, why training would be pointless or None)."""
+                  data: DataSplits, kept_out: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """(the report's ``data`` section, why training would be pointless or None).
+
+    ``kept_out``: the candidate the last run judged against this production and kept out,
+    if any (:func:`last_kept_out`)."""
     fingerprint = data.fingerprint
     totals = {source: sum(sum(per_class.values()) for per_class in splits.values())
               for source, splits in data.counts.items()}
@@ -49,35 +53,53 @@ def describe_data(registry_dir: Path, name: str, production: str | None, cfg: Tr
                          f"production v{production}'s (SCHEDULE_FORCE=true or --force trains anyway)")
     if changed:
         section["recipe_changed"] = changed
-    # A candidate the gate kept out was trained on this data too: training it again would
-    # publish the same model (same seed) and be kept out again, every tick, until data arrives.
-    latest = _latest_candidate(registry_dir, name, production)
-    if latest is not None:
-        version, latest_metadata = latest
-        latest_print = ((latest_metadata.get("data") or {}).get("fingerprint") or {}).get("sha256")
-        if latest_print == fingerprint.sha256 and _recipe_changes(latest_metadata, cfg) == []:
+    # The candidate the last run kept out was trained on this data too: training it again would
+    # publish the same model (same seed) and keep it out again, every tick, until data arrives.
+    candidate = _metadata(registry_dir, name, kept_out) if kept_out else None
+    if candidate is not None:
+        candidate_print = ((candidate.get("data") or {}).get("fingerprint") or {}).get("sha256")
+        if candidate_print == fingerprint.sha256 and _recipe_changes(candidate, cfg) == []:
             return section, (f"data unchanged: fingerprint {fingerprint.sha256[:12]} and recipe equal "
-                             f"v{version}'s, the last candidate, which stayed out of production "
+                             f"v{kept_out}'s, the candidate the last run kept out of production "
                              "(SCHEDULE_FORCE=true or --force trains anyway)")
     return section, None
 
 
+def last_kept_out(reports_dir: Path, production: str | None) -> str | None:
+    """The candidate version of the newest run that trained (its report in ``reports_dir``),
+    when that run judged it against ``production`` (still production) and kept it out; None
+    otherwise. A run that failed, was interrupted or found production changed under it judged
+    nothing."""
+    reports = []
+    for path in sorted(Path(reports_dir).glob("*.json")):  # run ids sort by time
+        try:
+            reports.append(json.loads(path.read_text("utf-8")))
+        except (OSError, ValueError):
+            continue
+    trained = [r for r in reports if r.get("status") != "skipped"]
+    if not trained or production is None:
+        return None
+    last = trained[-1]
+    sides = last.get("production") or {}
+    if last.get("status") == "kept" and sides.get("version_before") == sides.get("version_after") == production:
+        return (last.get("candidate") or {}).get("version")
+    return None
+
+
 def _recipe_changes(metadata: dict | None, cfg: TrainConfig) -> list[str]:
-    """The recipe fields in which ``cfg`` differs from the config a version recorded."""
-    recipe, current = (metadata or {}).get("config") or {}, cfg.to_dict()
+    """The recipe fields in which ``cfg`` differs from the config a version recorded. A field
+    the version predates counts as its default (a new option, off by default, changes nothing
+    the old version was trained with)."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
+    recipe, current = {**defaults, **((metadata or {}).get("config") or {})}, cfg.to_dict()
     return [key for key in sorted(recipe_fields()) if recipe.get(key) != current.get(key)]
 
 
-def _latest_candidate(registry_dir: Path, name: str, production: str | None) -> tuple[str, dict] | None:
-    """The newest published version and its metadata when it is newer than production (a
-    candidate that was kept out, or one published by hand), else None."""
-    versions = registry.list_versions(registry_dir, name)
-    if not versions or (production is not None and int(versions[-1]) <= int(production)):
-        return None
+def _metadata(registry_dir: Path, name: str, version: str) -> dict | None:
     try:
-        return versions[-1], read_metadata(registry.model_dir(registry_dir, name) / versions[-1])
+        return read_metadata(registry.model_dir(registry_dir, name) / version)
     except (registry.RegistryError, OSError) as exc:
-        log.warning("v%s metadata is unreadable: %s", versions[-1], exc)
+        log.warning("v%s metadata is unreadable: %s", version, exc)
         return None
 
 

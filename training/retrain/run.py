@@ -24,7 +24,7 @@ from training.config import TrainConfig
 from training.data.splits import DataSplits, load_data
 from training.report.metrics import class_recalls
 from training.retrain.compare import METRIC, ProductionScore, decide, decide_classes, score_production
-from training.retrain.freshness import describe_data
+from training.retrain.freshness import describe_data, last_kept_out
 from training.retrain.lock import LockInfo
 from training.retrain.settings import ScheduleSettings
 
@@ -118,7 +118,8 @@ class RetrainRun:
         started = time.perf_counter()
         data = load_data(cfg)
         report["durations"]["load_data_s"] = round(time.perf_counter() - started, 3)
-        self.report["data"], unchanged = describe_data(self.registry, self.name, before, cfg, data)
+        kept_out = last_kept_out(self.reports_dir(), before)
+        self.report["data"], unchanged = describe_data(self.registry, self.name, before, cfg, data, kept_out)
         if unchanged and not s.force:
             report.update(status="skipped", decision="keep", reason=unchanged)
             report["production"]["version_after"] = before

@@ -69,7 +69,7 @@ def test_a_candidate_that_regresses_one_class_is_refused_by_name(job_env, tmp_pa
     job_env(SCHEDULE_FORCE="false")
     assert run_schedule(once=True) == EXIT_OK
     again = reports(job_env.registry)[-1]
-    assert again["status"] == "skipped" and "v2's, the last candidate" in again["reason"]
+    assert again["status"] == "skipped" and "v2's, the candidate the last run kept out" in again["reason"]
     assert registry.list_versions(job_env.registry, NAME) == ["1", "2"]
 
 
