@@ -173,3 +173,17 @@ def test_the_retraining_job_takes_a_recipe_from_the_environment(monkeypatch):
     monkeypatch.setenv("TRAIN_RECIPE", "fastest")
     with pytest.raises(ValueError, match="recipe"):
         load_recipe()
+
+
+def test_resuming_a_checkpoint_older_than_an_option_counts_it_at_its_default():
+    from training.config import check_resume_config
+
+    saved = TrainConfig(epochs=3, scheduler="none").to_dict()
+    for option in ("ema", "tta", "mixup_alpha", "recipe"):  # a checkpoint from before they existed
+        del saved[option]
+    check_resume_config(saved, TrainConfig(epochs=3, scheduler="none", resume="last.pt"))  # same run
+    with pytest.raises(ValueError, match="--ema False -> True"):
+        check_resume_config(saved, TrainConfig(epochs=3, scheduler="none", ema=True, resume="last.pt"))
+    with pytest.raises(ValueError, match="without --ema"):  # the average is laid out over the run
+        check_resume_config({**saved, "ema": True}, TrainConfig(epochs=5, scheduler="none", ema=True,
+                                                                resume="last.pt"))
