@@ -323,6 +323,16 @@ def test_reexporting_one_format_replaces_it_and_keeps_the_others_entries(exporte
     (directory / "triton" / NAME / "labels.txt").write_text("changed\n")
     manifest = export_version(exported_copy, NAME, "1", ["torch-export"]).manifest
     assert sorted(manifest["formats"]) == ["onnx", "torch-export"]
+    # Triton alone builds its own graph, and must not clash with the ONNX format's file
+    umask = os.umask(0o022)  # the usual one, whatever this shell's is
+    try:
+        manifest = export_version(exported_copy, NAME, "1", ["triton"]).manifest
+    finally:
+        os.umask(umask)
+    assert sorted(manifest["formats"]) == ["onnx", "torch-export", "triton"]
+    assert (directory / "model.onnx").stat().st_ino == onnx_inode and not (directory / ".model.onnx").exists()
+    # readable by the other user a Triton server or ONNX Runtime usually runs as
+    assert all(path.stat().st_mode & 0o004 for path in directory.rglob("*") if path.is_file())
 
 
 def test_pruning_a_version_removes_its_exports_and_keeps_productions(exported_copy):

@@ -76,6 +76,7 @@ def export_version(registry: Path, name: str, version: str, formats: Iterable[st
             entries = _build(artifact, formats, staging, opset=opset, max_batch_size=max_batch_size)
             kept = _link_earlier_formats(directory, staging, artifact, skip=formats)
             manifest = write_manifest(staging, header=_header(artifact), formats={**kept, **entries})
+            _readable(staging)
             replace_directory(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -96,7 +97,9 @@ def _build(artifact: Artifact, formats: list[str], staging: Path, *, opset: int,
     if "onnx" in formats or "triton" in formats:
         from training.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, library_versions, onnx_probabilities
 
-        onnx_path = staging / ONNX_FILE
+        # the ONNX format's file, or only the graph the Triton repository holds (a hidden name,
+        # removed below, so that it never stands in for model.onnx)
+        onnx_path = staging / (ONNX_FILE if "onnx" in formats else f".{ONNX_FILE}")
         export_onnx(model, example, onnx_path, opset=opset, metadata=_onnx_metadata(artifact))
         parity = _parity(onnx_probabilities(onnx_path), batch, expected, what="the ONNX export (ONNX Runtime CPU)",
                          source=source)
@@ -112,6 +115,8 @@ def _build(artifact: Artifact, formats: list[str], staging: Path, *, opset: int,
                                      max_batch_size=max_batch_size)
             entries["triton"] = format_entry(staging, files, platform=PLATFORM, max_batch_size=max_batch_size,
                                              **details)
+        if "onnx" not in formats:
+            onnx_path.unlink()
     if "torch-export" in formats:
         from training.export.program import export_program, program_probabilities
 
@@ -171,6 +176,16 @@ def _onnx_metadata(artifact: Artifact) -> dict[str, str]:
             "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
             "normalisation": NORMALISATION,
             "output": "logits: softmax over the last axis gives the class probabilities"}
+
+
+def _readable(root: Path) -> None:
+    """Every file under ``root`` readable as a plain file written now would be (0644 under the
+    usual umask): atomic writes start from mkstemp's 0600, and a Triton server or ONNX Runtime
+    reading the exports usually runs as another user than the one that exported them."""
+    umask = os.umask(0)  # read it back: the CLI is single-threaded here
+    os.umask(umask)
+    for path in root.rglob("*"):
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
 
 
 def _clear_leftovers(directory: Path) -> None:
