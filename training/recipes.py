@@ -15,7 +15,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "standard": {},
     # docker compose's first model: serving in a minute or two, at about 85%
     "demo": {"epochs": 1},
-    # For when an hour of CPU (a minute or two of GPU) is worth the last point: a wider
+    # For when ~42 minutes of two CPU cores are worth the last point (94.32% measured): a wider
     # network, more epochs, flips and erasing to keep it from over-fitting them.
     "long": {
         "model": "wide_cnn",
