@@ -203,6 +203,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A config a checkpoint or a version recorded, with every option it predates at its
+    default: it was made with that default (e.g. no weight average)."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
+    return {**defaults, **recorded}
+
+
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """Refuse to resume, under ``cfg``, the run whose checkpoint config is ``saved`` when they
     differ in anything but the options of :data:`RESUME_MAY_CHANGE`.
@@ -213,9 +220,7 @@ def check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
     peak learning rate. More epochs are fine with a schedule that ignores the run's length.
     """
     current = cfg.to_dict()
-    # A checkpoint older than an option was made with its default (e.g. no weight average).
-    saved = {**{f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)},
-             **saved}
+    saved = with_defaults(saved)
     changed = [key for key, value in saved.items()
                if key in current and key not in RESUME_MAY_CHANGE and current[key] != value]
     # the weight average's per-step decay is scaled by the run's length, as the schedules are

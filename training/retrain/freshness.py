@@ -13,13 +13,12 @@ many of them production never saw.
 
 import json
 import logging
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from artifacts import registry
 from artifacts.metadata import read_metadata
-from training.config import TrainConfig
+from training.config import TrainConfig, with_defaults
 from training.data.fingerprint import MANIFEST_FILE
 from training.data.splits import DataSplits
 from training.retrain.settings import recipe_fields
@@ -90,8 +89,7 @@ def _recipe_changes(metadata: dict | None, cfg: TrainConfig) -> list[str]:
     """The recipe fields in which ``cfg`` differs from the config a version recorded. A field
     the version predates counts as its default (a new option, off by default, changes nothing
     the old version was trained with)."""
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
-    recipe, current = {**defaults, **((metadata or {}).get("config") or {})}, cfg.to_dict()
+    recipe, current = with_defaults((metadata or {}).get("config") or {}), cfg.to_dict()
     return [key for key in sorted(recipe_fields()) if recipe.get(key) != current.get(key)]
 
 
