@@ -7,19 +7,16 @@ No cluster here, and ``kubectl`` only on some machines: ``support.kustomize.rend
 the kustomization fields these files use (``resources``, ``namespace``, ``images``, ``patches`` as
 JSON 6902 operations with a kind/name target) the way kustomize does, and fails on any other
 field, so a kustomization that grows a feature this renderer lacks fails here instead of being
-half checked. Where ``kustomize`` or ``kubectl`` is on PATH, the real build must print the same
-objects and pass the same strict validation (skipped elsewhere). What it does not prove: what an
-admission controller or the KServe controller would do beyond the documented fields.
+half checked; where ``kustomize`` or ``kubectl`` is on PATH, test_kustomize.py checks the real
+build against it. What it does not prove: what an admission controller or the KServe controller
+would do beyond the documented fields.
 """
 
 import re
-import shutil
-import subprocess
 from functools import cache
 
 import kubernetes_validate
 import pytest
-import yaml
 from referencing import Registry, Resource
 from support import REPO
 from support.kustomize import render
@@ -61,43 +58,6 @@ def test_renders_the_objects_the_issue_lists():
     assert [obj["kind"] for obj in rendered("kserve")] == ["InferenceService"]
     assert {obj["metadata"].get("namespace") for obj in rendered("example") if obj["kind"] != "Namespace"} == {
         "imgclf"}
-
-
-# ----------------------------------------------------------------------------- kustomize itself
-
-# The real renderer, where a machine has one: the standalone binary, else kubectl's built-in copy.
-KUSTOMIZE = (["kustomize", "build"] if shutil.which("kustomize")
-             else ["kubectl", "kustomize"] if shutil.which("kubectl") else None)
-
-
-@cache
-def kustomized(name: str) -> tuple[dict, ...]:
-    """The objects ``kustomize build`` (or ``kubectl kustomize``) prints for a kustomization."""
-    if KUSTOMIZE is None:
-        pytest.skip("neither kustomize nor kubectl is on PATH: only support.kustomize renders here")
-    result = subprocess.run([*KUSTOMIZE, str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, f"{' '.join(KUSTOMIZE)} {name}: {result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
-
-
-def _ids(objects) -> dict[tuple, dict]:
-    ids = {(o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects}
-    assert len(ids) == len(objects), "duplicate objects"
-    return ids
-
-
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_kustomize_renders_the_same_objects_as_our_renderer(name):
-    """Same objects, field for field; only the order differs (kustomize sorts by kind)."""
-    assert _ids(kustomized(name)) == _ids(rendered(name))
-
-
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_kustomize_output_passes_kubernetes_validate_strict(name, version):
-    for obj in kustomized(name):
-        if obj["kind"] != "InferenceService":  # a CRD: equal to ours, whose fields a test below checks
-            kubernetes_validate.validate(obj, version, strict=True)
 
 
 # KServe's InferenceService, as its CRD defines it: kserve/kserve
