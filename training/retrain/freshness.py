@@ -69,19 +69,19 @@ def last_kept_out(reports_dir: Path, production: str | None) -> str | None:
     when that run judged it against ``production`` (still production) and kept it out; None
     otherwise. A run that failed, was interrupted or found production changed under it judged
     nothing."""
-    reports = []
-    for path in sorted(Path(reports_dir).glob("*.json")):  # run ids sort by time
+    if production is None:
+        return None
+    for path in sorted(Path(reports_dir).glob("*.json"), reverse=True):  # run ids sort by time
         try:
-            reports.append(json.loads(path.read_text("utf-8")))
+            last = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             continue
-    trained = [r for r in reports if r.get("status") != "skipped"]
-    if not trained or production is None:
+        if last.get("status") == "skipped":
+            continue
+        sides = last.get("production") or {}
+        if last.get("status") == "kept" and sides.get("version_before") == sides.get("version_after") == production:
+            return (last.get("candidate") or {}).get("version")
         return None
-    last = trained[-1]
-    sides = last.get("production") or {}
-    if last.get("status") == "kept" and sides.get("version_before") == sides.get("version_after") == production:
-        return (last.get("candidate") or {}).get("version")
     return None
 
 
